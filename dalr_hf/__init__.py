@@ -1,0 +1,83 @@
+"""dalr_hf: DALR sentence-representation training on transformers, sentence-transformers and accelerate.
+
+Public names are imported lazily, so ``import dalr_hf.data`` does not pull in the trainer or the evaluation suite.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "DALRDataCollator": "dalr_hf.data",
+    "TwoSourceBatchSampler": "dalr_hf.data",
+    "TwoSourceDataset": "dalr_hf.data",
+    "TwoSourceSchedule": "dalr_hf.data",
+    "load_paired_dataset": "dalr_hf.data",
+    "load_text_corpus": "dalr_hf.data",
+    "build_stand_in_feature_store": "dalr_hf.demo",
+    "SentEvalEvaluator": "dalr_hf.evaluation",
+    "DALRLoss": "dalr_hf.losses.dalr",
+    "build_student": "dalr_hf.student",
+    "resolve_model_path": "dalr_hf.student",
+    "Teacher": "dalr_hf.teachers",
+    "TeacherConfig": "dalr_hf.teachers",
+    "TeacherEnsemble": "dalr_hf.teachers",
+    "TeacherOutput": "dalr_hf.teachers",
+    "DALRTrainer": "dalr_hf.trainer",
+    "DALRTrainingArguments": "dalr_hf.training_args",
+    "PRESETS": "dalr_hf.training_args",
+}
+
+__all__ = [
+    "DALRDataCollator",
+    "DALRLoss",
+    "DALRTrainer",
+    "DALRTrainingArguments",
+    "PRESETS",
+    "SentEvalEvaluator",
+    "Teacher",
+    "TeacherConfig",
+    "TeacherEnsemble",
+    "TeacherOutput",
+    "TwoSourceBatchSampler",
+    "TwoSourceDataset",
+    "TwoSourceSchedule",
+    "build_stand_in_feature_store",
+    "build_student",
+    "load_paired_dataset",
+    "load_text_corpus",
+    "resolve_model_path",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dalr_hf' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dalr_hf.data import (
+        DALRDataCollator,
+        TwoSourceBatchSampler,
+        TwoSourceDataset,
+        TwoSourceSchedule,
+        load_paired_dataset,
+        load_text_corpus,
+    )
+    from dalr_hf.demo import build_stand_in_feature_store
+    from dalr_hf.evaluation import SentEvalEvaluator
+    from dalr_hf.losses.dalr import DALRLoss
+    from dalr_hf.student import build_student, resolve_model_path
+    from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble, TeacherOutput
+    from dalr_hf.trainer import DALRTrainer
+    from dalr_hf.training_args import PRESETS, DALRTrainingArguments
