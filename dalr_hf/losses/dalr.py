@@ -1,0 +1,233 @@
+"""DALRLoss: the composite objective of method.md §1.8 over one batch, as a dict of named, weighted terms.
+
+Text-only batch: ``{"L_info"}``. Image-caption batch:
+``L_info + λ·[c·L_cons + L_CMA (+ L_ground)] + μ·[L_IMA + γ·L_rank + L_g2l]`` (+ ``w_g·L_ground`` when grounding sits
+in the baseline). The student is the SentenceTransformer itself (CLS state ``h``); the training-only MLP pooler and
+every head live here, so they are trained (the Trainer optimizes the loss module's parameters) but never saved with
+the student. Teachers are held as a plain attribute: never registered, never in the optimizer or ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dalr_hf.losses._checks import check_finite
+from dalr_hf.losses.arc_similarity import arc_similarity
+from dalr_hf.losses.consistency import ConsistencyLoss
+from dalr_hf.losses.g2l import GlobalToLocalLoss
+from dalr_hf.losses.grounding import GroundingLoss
+from dalr_hf.losses.info_nce import InfoNCELoss
+from dalr_hf.losses.kl import (
+    CrossModalAlignmentLoss,
+    IntraModalAlignmentLoss,
+    cross_modal_alignment,
+    image_distribution,
+    teacher_text_distribution,
+)
+from dalr_hf.losses.rank import RankDistillationLoss, teacher_rank_scores
+from dalr_hf.teachers import TeacherEnsemble, TeacherOutput
+
+logger = logging.getLogger(__name__)
+
+TERMS = ("L_info", "L_ground", "L_cons", "L_cma", "L_ima", "L_rank", "L_g2l")
+
+
+class MLPPooler(nn.Module):
+    """``z = tanh(W h + b)``: SimCSE's training-only MLP over the CLS state, initialised N(0, 0.02), zero bias."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        nn.init.normal_(self.dense.weight, std=0.02)
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.tanh(self.dense(h))
+
+
+class DALRLoss(nn.Module):
+    """The full DALR objective. ``forward(batch)`` returns ``{term: weighted value}`` (float32 scalars).
+
+    Args:
+        model: the student SentenceTransformer (Transformer + CLS pooling).
+        args: a :class:`~dalr_hf.training_args.DALRTrainingArguments` (its method fields, after the preset).
+        image_feature_dim: width D of the image features, or None for text-only training (SimCSE).
+        teachers: frozen :class:`~dalr_hf.teachers.TeacherEnsemble` for online teachers, or None when every paired
+            batch carries cached ``teacher_emb_<k>`` columns.
+        teacher_weights: the teachers' weights (alpha) when only cached embeddings are used.
+    """
+
+    def __init__(
+        self,
+        model,
+        args,
+        image_feature_dim: int | None = None,
+        teachers: TeacherEnsemble | None = None,
+        teacher_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.args = args
+        hidden = int(model[0].get_embedding_dimension())
+        self.hidden_size = hidden
+        self.image_feature_dim = image_feature_dim
+        self.mlp = MLPPooler(hidden)
+        self.info_nce = InfoNCELoss(margin=args.arc_margin_text, temperature=args.temperature)
+        self.weights = args.effective_weights()
+        # Not registered as a submodule on purpose (method.md P9): see the module docstring.
+        self.teachers = teachers
+        self.teacher_weights = (
+            list(teacher_weights)
+            if teacher_weights is not None
+            else (teachers.weights if teachers is not None else None)
+        )
+        self.multimodal = image_feature_dim is not None
+        if not self.multimodal:
+            return
+        if self.teacher_weights is None:
+            raise ValueError("image-caption training needs teachers: pass online teachers or cached teacher weights")
+        if args.cma_space == "mlp_vs_clip" and hidden != image_feature_dim:
+            raise ValueError(
+                f"cma_space='mlp_vs_clip' compares the student's {hidden}-d MLP output with the {image_feature_dim}-d "
+                "image features directly (method.md P30); they must have the same width. Use cma_space='grounding' "
+                "or image features of the student's width."
+            )
+        if args.use_g2l:
+            if teachers is None:
+                raise ValueError(
+                    "use_g2l needs online teachers (their token states are not cached); "
+                    "set use_g2l=False to train from cached teacher embeddings only"
+                )
+            teachers.check_token_mixing(hidden)
+        if args.teacher_t2t == "mix_features":
+            widths = {t.hidden_size for t in teachers.teachers} if teachers is not None else None
+            if widths is not None and len(widths) != 1:
+                raise ValueError(
+                    f"teacher_t2t='mix_features' averages raw teacher vectors, so all teachers need one "
+                    f"width; got {sorted(widths)}. Use teacher_t2t='mix_similarities'."
+                )
+        self.grounding = GroundingLoss(
+            text_dim=hidden,
+            image_dim=image_feature_dim,
+            proj_dim=args.proj_dim,
+            margin=args.arc_margin_ground,
+            temperature=args.temperature_vl,
+            adaptive_margin=args.adaptive_margin_ground,
+            use_caption_branch=args.ground_use_caption_branch,
+        )
+        self.consistency = ConsistencyLoss(
+            text_dim=hidden,
+            image_dim=image_feature_dim,
+            sim_dim=args.sim_dim,
+            margin=args.cons_margin,
+            mismatch=args.mismatch,
+        )
+        self.cma = CrossModalAlignmentLoss(
+            margin=args.arc_margin_text,
+            temperature=args.temperature,
+            student_temperature=args.kl_student_temp,
+            teacher_temperature=args.kl_teacher_temp,
+            use_margin=args.kl_margin,
+        )
+        self.ima = IntraModalAlignmentLoss(student_temperature=args.kl_student_temp)
+        self.rank = RankDistillationLoss(
+            method=args.distillation_loss, exact=args.listmle_exact, gamma=args.rank_weight
+        )
+        self.g2l = GlobalToLocalLoss(temperature=args.temperature, norm=args.g2l_norm) if args.use_g2l else None
+
+    # -- helpers -----------------------------------------------------------------------------------------------------
+    def encode_views(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """One forward pass over the duplicated batch (2B rows): the two dropout views' CLS states, float32."""
+        size = batch["input_ids"].size(0)
+        features = {
+            k: torch.cat([batch[k], batch[k]]) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch
+        }
+        h = self.model(features)["sentence_embedding"].float()
+        return h[:size], h[size:]
+
+    def teacher_outputs(self, batch: dict, with_tokens: bool) -> TeacherOutput:
+        cached = sorted(k for k in batch if k.startswith("teacher_emb_"))
+        if cached and not with_tokens:
+            embeddings = [batch[f"teacher_emb_{i}"].float() for i in range(len(cached))]
+            if len(embeddings) != len(self.teacher_weights):
+                raise ValueError(
+                    f"the batch carries {len(embeddings)} cached teacher columns but "
+                    f"{len(self.teacher_weights)} teacher weights are configured"
+                )
+            return TeacherOutput(embeddings=embeddings, weights=self.teacher_weights)
+        if self.teachers is None:
+            raise ValueError("this paired batch has no cached teacher_emb_<k> columns and no online teachers exist")
+        return self.teachers(batch["sentences"], with_tokens=with_tokens, device=batch["input_ids"].device)
+
+    # -- forward -----------------------------------------------------------------------------------------------------
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        h1, h2 = self.encode_views(batch)
+        # Heads and loss math in float32 even under mixed precision.
+        with torch.autocast(device_type=h1.device.type, enabled=False):
+            z1, z2 = self.mlp(h1), self.mlp(h2)
+            l_info, text_logits = self.info_nce(z1, z2)
+            terms = {"L_info": check_finite("L_info", l_info)}
+            if not bool(batch.get("paired", False)):
+                return terms
+            if not self.multimodal:
+                raise ValueError("a paired batch reached a DALRLoss built without image features")
+            terms.update(self._paired_terms(batch, h1, h2, z1, text_logits))
+        return {name: self.weights[name] * value for name, value in terms.items()}
+
+    def _paired_terms(self, batch: dict, h1: Tensor, h2: Tensor, z1: Tensor, text_logits: Tensor) -> dict:
+        args = self.args
+        images = batch["image_features"].float()
+        if images.size(1) != self.image_feature_dim:
+            raise ValueError(
+                f"image feature dim {images.size(1)} does not match the configured {self.image_feature_dim}"
+            )
+        image_ids = batch["image_ids"]
+        size = images.size(0)
+        eye = torch.eye(size, dtype=torch.bool, device=images.device)
+        same_image = (image_ids[:, None] == image_ids[None, :]) & ~eye
+        negative_mask = same_image if args.mask_same_image_negatives and bool(same_image.any()) else None
+        unit_images = F.normalize(images, dim=-1)
+        image_sim = unit_images @ unit_images.T
+
+        teacher = self.teacher_outputs(batch, with_tokens=self.g2l is not None)
+        embeddings = [e.float() for e in teacher.embeddings]
+        if args.teacher_sim_fp16:
+            embeddings = [e.half().float() for e in embeddings]
+        q_t2t = teacher_text_distribution(embeddings, teacher.weights, args.kl_teacher_temp, mode=args.teacher_t2t)
+        if negative_mask is not None:
+            q_t2t_cross = teacher_text_distribution(
+                embeddings, teacher.weights, args.kl_teacher_temp, mode=args.teacher_t2t, negative_mask=negative_mask
+            )
+        else:
+            q_t2t_cross = q_t2t
+        q_v2v = image_distribution(image_sim, args.kl_teacher_temp, negative_mask=negative_mask)
+
+        terms: dict[str, Tensor] = {}
+        terms["L_cons"] = self.consistency(z1, images, image_ids)
+        if args.cma_space == "mlp_vs_clip":
+            terms["L_cma"] = self.cma(z1, images, q_t2t_cross, q_v2v, negative_mask=negative_mask)
+        else:
+            p1 = F.normalize(torch.tanh(self.grounding.text_proj(h1)), dim=-1)
+            g = F.normalize(torch.tanh(self.grounding.image_proj(images)), dim=-1)
+            logits = arc_similarity(p1, g, args.arc_margin_text if args.kl_margin else 0.0, args.temperature_vl)
+            terms["L_cma"] = cross_modal_alignment(
+                logits, q_t2t_cross, q_v2v, args.kl_student_temp, negative_mask=negative_mask
+            )
+        terms["L_ground"] = self.grounding(
+            h1,
+            h2,
+            images,
+            image_sim=image_sim,
+            negative_mask=negative_mask,
+            caption_features=batch.get("caption_features") if args.ground_use_caption_branch else None,
+        )
+        rank_scores = teacher_rank_scores(embeddings, teacher.weights, args.rank_teacher_temp)
+        terms["L_rank"] = self.rank(text_logits, rank_scores)
+        terms["L_ima"] = self.ima(text_logits, q_t2t)
+        if self.g2l is not None:
+            terms["L_g2l"] = self.g2l(z1, teacher.token_states.to(z1.device), teacher.token_mask.to(z1.device))
+        return {name: check_finite(name, value.float()) for name, value in terms.items()}
