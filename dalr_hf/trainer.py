@@ -1,0 +1,218 @@
+"""DALRTrainer: sentence-transformers' trainer with the two-source schedule and the DALR objective.
+
+Only ``compute_loss``, the training dataloader, logging of the loss terms and checkpointing of the training-only
+heads are overridden; the training loop, mixed precision, evaluation and best-checkpoint selection are the
+``transformers.Trainer``'s own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+
+import torch
+from safetensors.torch import load_file, save_file
+from sentence_transformers import SentenceTransformerTrainer
+from torch.utils.data import DataLoader
+
+from dalr_hf.data import (
+    DALRDataCollator,
+    TwoSourceBatchSampler,
+    TwoSourceDataset,
+    TwoSourceSchedule,
+    load_paired_dataset,
+    load_text_corpus,
+    paired_feature_dim,
+    teacher_columns,
+)
+from dalr_hf.losses.dalr import DALRLoss
+from dalr_hf.teachers import TeacherEnsemble
+from dalr_hf.training_args import DALRTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+HEADS_FILE = "dalr_training_heads.safetensors"
+SCHEDULE_FILE = "dalr_schedule.json"
+
+
+class DALRTrainer(SentenceTransformerTrainer):
+    """Train a SentenceTransformer student with DALR.
+
+    Args:
+        model: the student (see :func:`dalr_hf.student.build_student`).
+        args: :class:`~dalr_hf.training_args.DALRTrainingArguments`.
+        text_dataset: text-only corpus: a ``.txt`` path, a saved dataset folder or a ``datasets.Dataset`` with ``text``.
+        paired_dataset: image-caption pairs: a feature-store folder or a ``datasets.Dataset`` with ``image_id``,
+            ``caption``, ``image_features`` (and optionally ``caption_features``, ``teacher_emb_<k>``).
+        teachers: frozen online teachers, or None when the paired dataset carries cached teacher embeddings.
+        teacher_weights: teacher weights for cached embeddings (default: the online teachers' weights).
+        evaluator: a sentence-transformers evaluator (e.g. STS-B dev) run every ``eval_steps``.
+    """
+
+    def __init__(
+        self,
+        model,
+        args: DALRTrainingArguments,
+        text_dataset=None,
+        paired_dataset=None,
+        teachers: TeacherEnsemble | None = None,
+        teacher_weights: list[float] | None = None,
+        evaluator=None,
+        callbacks=None,
+        **kwargs,
+    ) -> None:
+        if not isinstance(args, DALRTrainingArguments):
+            raise TypeError(f"args must be DALRTrainingArguments, got {type(args).__name__}")
+        if text_dataset is None and paired_dataset is None:
+            raise ValueError("DALRTrainer needs a text corpus, image-caption pairs, or both")
+        text = load_text_corpus(text_dataset) if text_dataset is not None else None
+        paired = None
+        image_dim = None
+        if paired_dataset is not None:
+            paired = load_paired_dataset(
+                paired_dataset,
+                image_feature_dim=args.image_feature_dim,
+                require_caption_features=args.ground_use_caption_branch,
+            )
+            image_dim = paired_feature_dim(paired)
+            cached = teacher_columns(paired)
+            if cached:
+                if teacher_weights is None and teachers is None:
+                    raise ValueError(
+                        f"the paired dataset carries cached teacher columns {cached}; pass "
+                        "teacher_weights (or the online teachers) so they can be weighted"
+                    )
+                n_weights = len(teacher_weights) if teacher_weights is not None else len(teachers)
+                if n_weights != len(cached):
+                    raise ValueError(f"{len(cached)} cached teacher columns but {n_weights} teachers/weights")
+                if teachers is not None and not args.use_g2l:
+                    logger.info("cached teacher embeddings found: online teachers will not run")
+            elif teachers is None:
+                raise ValueError(
+                    "image-caption training needs teachers: pass `teachers`, or attach a teacher cache "
+                    "(dalr_hf.features.attach_teacher_cache) to the paired dataset"
+                )
+        if args.eval_strategy != "no" and evaluator is None and kwargs.get("eval_dataset") is None:
+            raise ValueError(
+                "eval_strategy is not 'no' but no evaluator was given; pass e.g. "
+                "dalr_hf.evaluation.SentEvalEvaluator() (STS-B dev) or set eval_strategy='no'"
+            )
+
+        model.max_seq_length = args.max_seq_length
+        self.schedule = TwoSourceSchedule(
+            num_text=len(text) if text is not None else 0,
+            num_paired=len(paired) if paired is not None else 0,
+            batch_size=args.per_device_train_batch_size,
+            paired_batch_size=args.paired_batch_size,
+            seed=args.seed,
+            drop_last_paired=bool(args.drop_last_paired),
+        )
+        summary = self.schedule.summary()
+        logger.info("DALR schedule: %s", json.dumps(summary))
+        torch.manual_seed(args.seed)  # the heads' initialisation is part of the run's identity
+        loss = DALRLoss(model, args, image_feature_dim=image_dim, teachers=teachers, teacher_weights=teacher_weights)
+        collator = DALRDataCollator(model.tokenizer, max_seq_length=args.max_seq_length)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=None,
+            loss=loss,
+            evaluator=evaluator,
+            data_collator=collator,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        self.train_dataset = TwoSourceDataset(text, paired)
+        self.teachers = teachers
+        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_counts: dict[str, int] = defaultdict(int)
+        self._paired_steps = 0
+        self._steps = 0
+        if self.args.should_save:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            with open(os.path.join(self.args.output_dir, SCHEDULE_FILE), "w") as f:
+                json.dump(
+                    {
+                        "schedule": summary,
+                        "method": self.args.method_config(),
+                        "effective_weights": self.args.effective_weights(),
+                    },
+                    f,
+                    indent=2,
+                    default=str,
+                )
+
+    # -- data -------------------------------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> DataLoader:
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=TwoSourceBatchSampler(self.schedule),
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+        )
+        self._train_dataloader = self.accelerator.prepare(loader)
+        return self._train_dataloader
+
+    # -- loss -------------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        loss_fn = self.loss
+        if model is self.model_wrapped and loss_fn.model is not model:
+            loss_fn = self.override_model_in_loss(loss_fn, model)
+        terms = loss_fn(inputs)
+        total = torch.stack(list(terms.values())).sum()
+        if model.training:
+            self._steps += 1
+            self._paired_steps += int(bool(inputs.get("paired", False)))
+            for name, value in terms.items():
+                self._term_sums[name] += float(value.detach())
+                self._term_counts[name] += 1
+        return (total, {}) if return_outputs else total
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._steps:
+            logs = dict(logs)
+            for name, total in self._term_sums.items():
+                # Mean of each weighted term over the steps that computed it (text-only steps have L_info only).
+                logs[name] = round(total / self._term_counts[name], 6)
+            logs["paired_step_fraction"] = round(self._paired_steps / self._steps, 4)
+            self._term_sums.clear()
+            self._term_counts.clear()
+            self._paired_steps = self._steps = 0
+        return super().log(logs, start_time)
+
+    # -- checkpoints ------------------------------------------------------------------------------------------------
+    def training_heads_state_dict(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters and buffers of the loss module other than the student (MLP pooler, heads)."""
+        return {
+            k: v.detach().cpu().contiguous() for k, v in self.loss.state_dict().items() if not k.startswith("model.")
+        }
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            if os.path.isdir(folder):
+                save_file(self.training_heads_state_dict(), os.path.join(folder, HEADS_FILE))
+
+    def _load_from_checkpoint(self, checkpoint_path: str, *args, **kwargs) -> None:
+        super()._load_from_checkpoint(checkpoint_path)
+        heads = os.path.join(checkpoint_path, HEADS_FILE)
+        if os.path.isfile(heads):
+            missing, unexpected = self.loss.load_state_dict(load_file(heads), strict=False)
+            missing = [k for k in missing if not k.startswith("model.")]
+            if missing or unexpected:
+                raise ValueError(
+                    f"{heads} does not match this configuration: missing {missing}, unexpected {unexpected}"
+                )
+
+    def truncation_report(self) -> dict:
+        collator = self.data_collator
+        return {
+            "sentences_seen": collator.seen,
+            "truncated": collator.truncated,
+            "max_seq_length": collator.max_seq_length,
+        }
