@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -352,11 +353,22 @@ class TwoSourceDataset(TorchDataset):
 
 
 class TwoSourceBatchSampler(Sampler):
-    """Yields the global row indices of each batch of the current epoch (``set_epoch`` is called by the Trainer)."""
+    """Yields this process's row indices (global, see :class:`TwoSourceDataset`) for each batch of the epoch.
 
-    def __init__(self, schedule: TwoSourceSchedule) -> None:
+    The schedule's batches are global batches; with ``num_replicas > 1`` every process walks the same schedule (so
+    all take paired and text-only steps together) and takes its contiguous share of each batch. A final partial
+    batch smaller than ``num_replicas`` is topped up with the first rows of its pass (logged), so that no process
+    ever gets an empty batch. ``set_epoch`` is called by the Trainer at every epoch.
+    """
+
+    def __init__(self, schedule: TwoSourceSchedule, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.schedule = schedule
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
+        self.topped_up = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -367,12 +379,38 @@ class TwoSourceBatchSampler(Sampler):
     def __iter__(self):
         offset = self.schedule.num_text
         for kind, rows in self.schedule.epoch(self.epoch):
+            if self.num_replicas > 1:
+                if len(rows) < self.num_replicas:
+                    missing = self.num_replicas - len(rows)
+                    rows = rows + (rows * self.num_replicas)[:missing]
+                    self.topped_up += missing
+                    logger.warning(
+                        "a %s batch of %d row(s) is smaller than the %d processes: repeated %d row(s)",
+                        kind,
+                        len(rows) - missing,
+                        self.num_replicas,
+                        missing,
+                    )
+                rows = np.array_split(np.asarray(rows), self.num_replicas)[self.rank].tolist()
             yield rows if kind == "text" else [offset + r for r in rows]
+
+
+class TwoSourceDataLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose ``set_epoch`` reaches the two-source batch sampler (the Trainer calls it every epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Collation
 # ---------------------------------------------------------------------------------------------------------------------
+def image_id_hash(image_id) -> int:
+    """A 63-bit integer for an image id: equal ids give equal integers on every process (used for same-image masks)."""
+    digest = hashlib.blake2b(str(image_id).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFFFFFFFFFF
+
+
 class DALRDataCollator:
     """Tokenizes the sentences of a batch with the student's tokenizer and passes feature columns as tensors.
 
@@ -404,8 +442,7 @@ class DALRDataCollator:
         out["paired"] = torch.tensor(kind == "paired")
         if kind == "paired":
             out["image_features"] = torch.as_tensor(np.asarray(batch["image_features"], dtype=np.float32))
-            _, inverse = np.unique(np.asarray(batch["image_id"]).astype(str), return_inverse=True)
-            out["image_ids"] = torch.as_tensor(inverse.astype(np.int64))
+            out["image_ids"] = torch.tensor([image_id_hash(i) for i in batch["image_id"]], dtype=torch.int64)
             for column, values in batch.items():
                 if column == "caption_features" or TEACHER_COLUMN_RE.match(column):
                     out[column] = torch.as_tensor(np.asarray(values, dtype=np.float32))

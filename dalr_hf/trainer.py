@@ -16,10 +16,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformerTrainer
 from torch.utils.data import DataLoader
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from dalr_hf.checkpoints import (
+    HEADS_FILE,
+    LOSS_RNG_KEY,
+    last_complete_checkpoint,
+    verify_checkpoint,
+    write_manifest,
+)
 from dalr_hf.data import (
     DALRDataCollator,
     TwoSourceBatchSampler,
+    TwoSourceDataLoader,
     TwoSourceDataset,
     TwoSourceSchedule,
     load_paired_dataset,
@@ -27,13 +36,14 @@ from dalr_hf.data import (
     paired_feature_dim,
     teacher_columns,
 )
+from dalr_hf.distributed import world_size
 from dalr_hf.losses.dalr import DALRLoss
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.training_args import DALRTrainingArguments
 
 logger = logging.getLogger(__name__)
 
-HEADS_FILE = "dalr_training_heads.safetensors"
+
 SCHEDULE_FILE = "dalr_schedule.json"
 
 
@@ -104,8 +114,9 @@ class DALRTrainer(SentenceTransformerTrainer):
         self.schedule = TwoSourceSchedule(
             num_text=len(text) if text is not None else 0,
             num_paired=len(paired) if paired is not None else 0,
-            batch_size=args.per_device_train_batch_size,
-            paired_batch_size=args.paired_batch_size,
+            # The schedule is over global batches: every process takes its share of each.
+            batch_size=args.per_device_train_batch_size * args.world_size,
+            paired_batch_size=args.paired_batch_size * args.world_size if args.paired_batch_size else None,
             seed=args.seed,
             drop_last_paired=bool(args.drop_last_paired),
         )
@@ -130,6 +141,7 @@ class DALRTrainer(SentenceTransformerTrainer):
         self._term_counts: dict[str, int] = defaultdict(int)
         self._paired_steps = 0
         self._steps = 0
+        self._identity: dict | None = None
         if self.args.should_save:
             os.makedirs(self.args.output_dir, exist_ok=True)
             with open(os.path.join(self.args.output_dir, SCHEDULE_FILE), "w") as f:
@@ -146,15 +158,18 @@ class DALRTrainer(SentenceTransformerTrainer):
 
     # -- data -------------------------------------------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:
-        loader = DataLoader(
+        # Not passed through accelerator.prepare: its batch-sampler sharding would give processes different batches
+        # (and so different kinds of step). Every process walks the same schedule and takes its share of each batch;
+        # the Trainer moves inputs to the device itself.
+        sampler = TwoSourceBatchSampler(self.schedule, num_replicas=self.args.world_size, rank=self.args.process_index)
+        self._train_dataloader = TwoSourceDataLoader(
             self.train_dataset,
-            batch_sampler=TwoSourceBatchSampler(self.schedule),
+            batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
             persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
         )
-        self._train_dataloader = self.accelerator.prepare(loader)
         return self._train_dataloader
 
     # -- loss -------------------------------------------------------------------------------------------------------
@@ -172,6 +187,30 @@ class DALRTrainer(SentenceTransformerTrainer):
                 self._term_counts[name] += 1
         return (total, {}) if return_outputs else total
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.accelerator.sync_gradients:
+            self._sync_head_gradients()
+        return loss
+
+    def _sync_head_gradients(self) -> None:
+        """Average the loss heads' gradients over processes: DDP wraps only the student, never the loss module."""
+        if world_size() == 1:
+            return
+        grads = [
+            p.grad for name, p in self.loss.named_parameters() if not name.startswith("model.") and p.requires_grad
+        ]
+        present = [g for g in grads if g is not None]
+        if not present:
+            return
+        flat = torch.cat([g.reshape(-1) for g in present])
+        torch.distributed.all_reduce(flat)
+        flat /= world_size()
+        offset = 0
+        for g in present:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._steps:
             logs = dict(logs)
@@ -186,28 +225,85 @@ class DALRTrainer(SentenceTransformerTrainer):
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
     def training_heads_state_dict(self) -> dict[str, torch.Tensor]:
-        """Trainable parameters and buffers of the loss module other than the student (MLP pooler, heads)."""
-        return {
+        """The loss module's state other than the student (MLP pooler, heads, BatchNorm statistics) and its RNG."""
+        state = {
             k: v.detach().cpu().contiguous() for k, v in self.loss.state_dict().items() if not k.startswith("model.")
         }
+        state[LOSS_RNG_KEY] = self.loss.generator.get_state()
+        return state
+
+    def run_identity(self) -> dict:
+        """What a checkpoint must share with this run to be resumed by it."""
+        if self._identity is None:
+            heads = {k: list(v.shape) for k, v in self.training_heads_state_dict().items() if k != LOSS_RNG_KEY}
+            backbone = self.model[0].auto_model
+            self._identity = json.loads(
+                json.dumps(
+                    {
+                        "method": self.args.method_config(),
+                        "schedule": {
+                            k: self.schedule.summary()[k]
+                            for k in ("num_text", "num_paired", "batch_size", "paired_batch_size", "steps_per_epoch")
+                        },
+                        "seed": self.args.seed,
+                        "student": {
+                            "architecture": type(backbone).__name__,
+                            "hidden_size": self.loss.hidden_size,
+                            "num_parameters": sum(p.numel() for p in backbone.parameters()),
+                        },
+                        "heads": heads,
+                        "teachers": self.teachers.fingerprints() if self.teachers is not None else None,
+                    },
+                    default=str,
+                )
+            )
+        return self._identity
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            if os.path.isdir(folder):
-                save_file(self.training_heads_state_dict(), os.path.join(folder, HEADS_FILE))
+        # The parent rotates old checkpoints as its last act; rotate only once this checkpoint is complete, so that a
+        # crash (or a full disk) while saving never costs the previous good checkpoint.
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save and os.path.isdir(folder):
+            save_file(self.training_heads_state_dict(), os.path.join(folder, HEADS_FILE))
+            write_manifest(folder, self.run_identity(), self.state.global_step)
+            rotate_checkpoints(
+                run_dir, save_total_limit=limit, best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True
+            )
+        if world_size() > 1:
+            torch.distributed.barrier()
 
     def _load_from_checkpoint(self, checkpoint_path: str, *args, **kwargs) -> None:
         super()._load_from_checkpoint(checkpoint_path)
         heads = os.path.join(checkpoint_path, HEADS_FILE)
-        if os.path.isfile(heads):
-            missing, unexpected = self.loss.load_state_dict(load_file(heads), strict=False)
-            missing = [k for k in missing if not k.startswith("model.")]
-            if missing or unexpected:
-                raise ValueError(
-                    f"{heads} does not match this configuration: missing {missing}, unexpected {unexpected}"
-                )
+        if not os.path.isfile(heads):
+            raise ValueError(f"checkpoint {checkpoint_path} has no {HEADS_FILE}: the training heads cannot be restored")
+        state = load_file(heads)
+        rng = state.pop(LOSS_RNG_KEY, None)
+        missing, unexpected = self.loss.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("model.")]
+        if missing or unexpected:
+            raise ValueError(f"{heads} does not match this configuration: missing {missing}, unexpected {unexpected}")
+        if rng is not None:
+            self.loss.generator.set_state(rng)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """``Trainer.train`` with checkpoints checked first: ``True`` resumes from the last *complete* checkpoint;
+        an incomplete, truncated or foreign checkpoint is refused with an error that says why."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
+            logger.info("resuming from %s", resume_from_checkpoint)
+        if isinstance(resume_from_checkpoint, str):
+            verify_checkpoint(resume_from_checkpoint, self.run_identity())
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def truncation_report(self) -> dict:
         collator = self.data_collator

@@ -240,6 +240,13 @@ class DALRTrainingArguments(SentenceTransformerTrainingArguments):
         default=None,
         metadata={"help": "Expected image feature width; checked against the data (default: taken from the data)."},
     )
+    gather_across_devices: bool = field(
+        default=False,
+        metadata={
+            "help": "Multi-process: all-gather embeddings (with gradient), image features and teacher outputs so "
+            "that every in-batch term sees the global batch (exactly the loss of one process with the global batch)."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dalr_hf.distributed import gather_padded_tokens, gather_rows, world_size
 from dalr_hf.losses._checks import check_finite
 from dalr_hf.losses.arc_similarity import arc_similarity
 from dalr_hf.losses.consistency import ConsistencyLoss
@@ -85,6 +86,9 @@ class DALRLoss(nn.Module):
             if teacher_weights is not None
             else (teachers.weights if teachers is not None else None)
         )
+        # The loss's own randomness (mismatch derangement, ListMLE tie-breaking) comes from this generator: seeded
+        # alike on every process, advanced alike, and saved with the training heads, so runs gather and resume exactly.
+        self.generator = torch.Generator().manual_seed(int(args.seed))
         self.multimodal = image_feature_dim is not None
         if not self.multimodal:
             return
@@ -166,26 +170,56 @@ class DALRLoss(nn.Module):
     # -- forward -----------------------------------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, Tensor]:
         h1, h2 = self.encode_views(batch)
+        gather = self.args.gather_across_devices and world_size() > 1
+        paired = bool(batch.get("paired", False))
+        images = image_ids = captions = teacher = None
+        if paired:
+            if not self.multimodal:
+                raise ValueError("a paired batch reached a DALRLoss built without image features")
+            # Teachers run on this process's sentences only; their outputs are gathered like the features.
+            teacher = self.teacher_outputs(batch, with_tokens=self.g2l is not None)
+            images, image_ids = batch["image_features"], batch["image_ids"]
+            captions = batch.get("caption_features") if self.args.ground_use_caption_branch else None
+        if gather:
+            h1, h2 = gather_rows(h1, with_grad=True), gather_rows(h2, with_grad=True)
+            if paired:
+                images, image_ids = gather_rows(images), gather_rows(image_ids)
+                captions = gather_rows(captions) if captions is not None else None
+                tokens, token_mask = teacher.token_states, teacher.token_mask
+                if tokens is not None:
+                    tokens, token_mask = gather_padded_tokens(tokens, token_mask)
+                teacher = TeacherOutput(
+                    embeddings=[gather_rows(e) for e in teacher.embeddings],
+                    weights=teacher.weights,
+                    token_states=tokens,
+                    token_mask=token_mask,
+                )
         # Heads and loss math in float32 even under mixed precision.
         with torch.autocast(device_type=h1.device.type, enabled=False):
             z1, z2 = self.mlp(h1), self.mlp(h2)
             l_info, text_logits = self.info_nce(z1, z2)
             terms = {"L_info": check_finite("L_info", l_info)}
-            if not bool(batch.get("paired", False)):
-                return terms
-            if not self.multimodal:
-                raise ValueError("a paired batch reached a DALRLoss built without image features")
-            terms.update(self._paired_terms(batch, h1, h2, z1, text_logits))
+            if paired:
+                terms.update(self._paired_terms(images, image_ids, captions, teacher, h1, h2, z1, text_logits))
         return {name: self.weights[name] * value for name, value in terms.items()}
 
-    def _paired_terms(self, batch: dict, h1: Tensor, h2: Tensor, z1: Tensor, text_logits: Tensor) -> dict:
+    def _paired_terms(
+        self,
+        images: Tensor,
+        image_ids: Tensor,
+        captions: Tensor | None,
+        teacher: TeacherOutput,
+        h1: Tensor,
+        h2: Tensor,
+        z1: Tensor,
+        text_logits: Tensor,
+    ) -> dict:
         args = self.args
-        images = batch["image_features"].float()
+        images = images.float()
         if images.size(1) != self.image_feature_dim:
             raise ValueError(
                 f"image feature dim {images.size(1)} does not match the configured {self.image_feature_dim}"
             )
-        image_ids = batch["image_ids"]
         size = images.size(0)
         eye = torch.eye(size, dtype=torch.bool, device=images.device)
         same_image = (image_ids[:, None] == image_ids[None, :]) & ~eye
@@ -193,7 +227,6 @@ class DALRLoss(nn.Module):
         unit_images = F.normalize(images, dim=-1)
         image_sim = unit_images @ unit_images.T
 
-        teacher = self.teacher_outputs(batch, with_tokens=self.g2l is not None)
         embeddings = [e.float() for e in teacher.embeddings]
         if args.teacher_sim_fp16:
             embeddings = [e.half().float() for e in embeddings]
@@ -207,7 +240,7 @@ class DALRLoss(nn.Module):
         q_v2v = image_distribution(image_sim, args.kl_teacher_temp, negative_mask=negative_mask)
 
         terms: dict[str, Tensor] = {}
-        terms["L_cons"] = self.consistency(z1, images, image_ids)
+        terms["L_cons"] = self.consistency(z1, images, image_ids, generator=self.generator)
         if args.cma_space == "mlp_vs_clip":
             terms["L_cma"] = self.cma(z1, images, q_t2t_cross, q_v2v, negative_mask=negative_mask)
         else:
@@ -223,10 +256,10 @@ class DALRLoss(nn.Module):
             images,
             image_sim=image_sim,
             negative_mask=negative_mask,
-            caption_features=batch.get("caption_features") if args.ground_use_caption_branch else None,
+            caption_features=captions,
         )
         rank_scores = teacher_rank_scores(embeddings, teacher.weights, args.rank_teacher_temp)
-        terms["L_rank"] = self.rank(text_logits, rank_scores)
+        terms["L_rank"] = self.rank(text_logits, rank_scores, generator=self.generator)
         terms["L_ima"] = self.ima(text_logits, q_t2t)
         if self.g2l is not None:
             terms["L_g2l"] = self.g2l(z1, teacher.token_states.to(z1.device), teacher.token_mask.to(z1.device))

@@ -1,0 +1,134 @@
+"""Checkpoint integrity: a manifest written last, verified before a resume.
+
+A checkpoint folder is complete when ``dalr_checkpoint.json`` exists: it is written atomically after every other
+file, and lists each file's size and SHA-256 together with the run's identity (method configuration, schedule,
+student and heads shapes, teachers). A folder without it was interrupted while saving (a crash, a full disk); a
+folder whose files do not match it was truncated or altered; a folder whose identity differs belongs to another
+configuration. All three are refused with an error that says which, never half-loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+
+logger = logging.getLogger(__name__)
+
+HEADS_FILE = "dalr_training_heads.safetensors"
+MANIFEST_FILE = "dalr_checkpoint.json"
+LOSS_RNG_KEY = "__loss_rng_state__"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: incomplete, truncated, altered, or from another configuration."""
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: str) -> list[str]:
+    found = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), folder)
+            if rel != MANIFEST_FILE and not rel.endswith(".tmp"):
+                found.append(rel)
+    return sorted(found)
+
+
+def write_manifest(folder: str, identity: dict, global_step: int) -> str:
+    """Record every file of ``folder`` (size, SHA-256) and the run identity; atomic (write, fsync, rename)."""
+    files = {}
+    for rel in _files(folder):
+        path = os.path.join(folder, rel)
+        files[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    manifest = {
+        "format": "dalr_hf.checkpoint",
+        "version": 1,
+        "global_step": global_step,
+        "identity": identity,
+        "files": files,
+    }
+    target = os.path.join(folder, MANIFEST_FILE)
+    tmp = target + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return target
+
+
+def _differences(expected, actual, prefix: str = "") -> list[str]:
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out = []
+        for key in sorted(set(expected) | set(actual)):
+            out += _differences(expected.get(key), actual.get(key), f"{prefix}{key}.")
+        return out
+    if expected != actual:
+        return [f"{prefix.rstrip('.')}: this run has {expected!r}, the checkpoint {actual!r}"]
+    return []
+
+
+def verify_checkpoint(folder: str, identity: dict | None = None, check_hashes: bool = True) -> dict:
+    """Return the manifest of a complete, intact checkpoint of this configuration; raise CheckpointError otherwise."""
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"checkpoint {folder} does not exist")
+    path = os.path.join(folder, MANIFEST_FILE)
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"checkpoint {folder} is incomplete: {MANIFEST_FILE} is missing, so saving it never finished (a crash or a "
+            "full disk); resume from an earlier checkpoint"
+        )
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: {MANIFEST_FILE} is unreadable ({exc})") from exc
+    for rel, expected in manifest.get("files", {}).items():
+        file_path = os.path.join(folder, rel)
+        if not os.path.isfile(file_path):
+            raise CheckpointError(f"checkpoint {folder} is damaged: {rel} is missing")
+        size = os.path.getsize(file_path)
+        if size != expected["size"]:
+            raise CheckpointError(
+                f"checkpoint {folder} is truncated or altered: {rel} has {size} bytes, the manifest says "
+                f"{expected['size']}"
+            )
+        if check_hashes and _sha256(file_path) != expected["sha256"]:
+            raise CheckpointError(f"checkpoint {folder} is corrupt: {rel} does not match its SHA-256 in the manifest")
+    if identity is not None:
+        differences = _differences(identity, manifest.get("identity", {}))
+        if differences:
+            raise CheckpointError(
+                f"checkpoint {folder} comes from another configuration:\n  " + "\n  ".join(differences[:20])
+            )
+    return manifest
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The highest-step ``checkpoint-N`` folder of ``output_dir`` whose manifest verifies (sizes only); logs skips."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))),
+        reverse=True,
+    )
+    for _, name in steps:
+        folder = os.path.join(output_dir, name)
+        try:
+            verify_checkpoint(folder, check_hashes=False)
+        except CheckpointError as exc:
+            logger.warning("skipping %s", exc)
+            continue
+        return folder
+    return None
