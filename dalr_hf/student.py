@@ -76,3 +76,26 @@ def resolve_model_path(name: str) -> str:
     if hasattr(module, "get_model_path"):
         return str(module.get_model_path())
     raise ValueError(f"model {name!r}: package {package!r} has no get_model_path()")
+
+
+def record_no_pooling_layer(folder: str, student: SentenceTransformer) -> None:
+    """Make ``SentenceTransformer(folder)`` rebuild the backbone without BERT's NSP pooler, as it was trained.
+
+    sentence-transformers passes ``model_kwargs`` from ``sentence_bert_config.json`` to ``from_pretrained``; with
+    ``add_pooling_layer: false`` there the loader builds no randomly initialised pooler (which nothing uses, but
+    which would be reported as missing weights and would not match the checkpoint's state dict on reload).
+    """
+    import json
+    import os
+
+    backbone = student[0].auto_model
+    if getattr(backbone, "pooler", "absent") is not None:
+        return  # the architecture has a trained pooler, or none at all
+    path = os.path.join(folder, "sentence_bert_config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        config = json.load(f)
+    config.setdefault("model_kwargs", {})["add_pooling_layer"] = False
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)

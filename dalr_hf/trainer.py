@@ -37,7 +37,9 @@ from dalr_hf.data import (
     teacher_columns,
 )
 from dalr_hf.distributed import world_size
+from dalr_hf.lora import apply_lora, has_lora, load_lora_adapter, merged_lora_view, save_lora_adapter
 from dalr_hf.losses.dalr import DALRLoss
+from dalr_hf.student import record_no_pooling_layer
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.training_args import DALRTrainingArguments
 
@@ -122,6 +124,10 @@ class DALRTrainer(SentenceTransformerTrainer):
         )
         summary = self.schedule.summary()
         logger.info("DALR schedule: %s", json.dumps(summary))
+        if args.lora and not has_lora(model):
+            # Before the optimizer exists, so that it holds only the adapters (and the heads); seeded like the heads.
+            torch.manual_seed(args.seed)
+            apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
         torch.manual_seed(args.seed)  # the heads' initialisation is part of the run's identity
         loss = DALRLoss(model, args, image_feature_dim=image_dim, teachers=teachers, teacher_weights=teacher_weights)
         collator = DALRDataCollator(model.tokenizer, max_seq_length=args.max_seq_length)
@@ -224,6 +230,18 @@ class DALRTrainer(SentenceTransformerTrainer):
         return super().log(logs, start_time)
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        if has_lora(self.model):
+            # LoRA: every saved folder holds the merged, plain weights (loadable without peft, as evaluated); the
+            # adapter weights are training state, saved beside them for a resumed run (dalr_hf.lora).
+            with merged_lora_view(self.model):
+                super()._save(output_dir, state_dict=None)
+            save_lora_adapter(self.model, folder)
+        else:
+            super()._save(output_dir, state_dict)
+        record_no_pooling_layer(folder, self.model)
+
     def training_heads_state_dict(self) -> dict[str, torch.Tensor]:
         """The loss module's state other than the student (MLP pooler, heads, BatchNorm statistics) and its RNG."""
         state = {
@@ -280,7 +298,11 @@ class DALRTrainer(SentenceTransformerTrainer):
             torch.distributed.barrier()
 
     def _load_from_checkpoint(self, checkpoint_path: str, *args, **kwargs) -> None:
-        super()._load_from_checkpoint(checkpoint_path)
+        if has_lora(self.model):
+            # The folder's weights are merged; the frozen base weights are already in memory: load only the adapters.
+            load_lora_adapter(self.model, checkpoint_path)
+        else:
+            super()._load_from_checkpoint(checkpoint_path)
         heads = os.path.join(checkpoint_path, HEADS_FILE)
         if not os.path.isfile(heads):
             raise ValueError(f"checkpoint {checkpoint_path} has no {HEADS_FILE}: the training heads cannot be restored")

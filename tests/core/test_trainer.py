@@ -53,8 +53,9 @@ class RecordingEvaluator(SentenceEvaluator):
         self.embeddings[steps] = emb
         a, b = emb[: len(PAIRS_A)], emb[len(PAIRS_A) :]
         cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        # a deterministic but step-dependent score so that "best" is a real choice among checkpoints
-        return {"stsb_spearman": float(spearmanr(cos, GOLD).statistic * 100 + steps * 1e-3)}
+        self.spearman = float(spearmanr(cos, GOLD).statistic * 100)
+        # a deterministic score that peaks at step 4, so that the best checkpoint is not the last one
+        return {"stsb_spearman": 100.0 - abs(steps - 4)}
 
 
 def _data(n_text=48, n_pairs=24, dim=32, seed=0):
@@ -155,6 +156,7 @@ def test_best_checkpoint_is_saved_and_reproduces_the_evaluator_embeddings(tmp_pa
     assert best is not None and os.path.isdir(best)
     assert os.path.isfile(os.path.join(best, HEADS_FILE))  # kept for a resumed run...
     best_step = int(best.rsplit("-", 1)[1])
+    assert best_step == 4 and trainer.state.global_step > 6
     out = str(tmp_path / "final")
     trainer.save_model(out)
     assert not os.path.exists(os.path.join(out, HEADS_FILE))  # ...but never in the exported model
@@ -162,6 +164,7 @@ def test_best_checkpoint_is_saved_and_reproduces_the_evaluator_embeddings(tmp_pa
     reloaded = SentenceTransformer(out)
     embeddings = reloaded.encode(PAIRS_A + PAIRS_B, convert_to_numpy=True)
     np.testing.assert_allclose(embeddings, evaluator.embeddings[best_step], rtol=0, atol=1e-5)
+    assert np.abs(embeddings - evaluator.embeddings[6]).max() > 1e-3  # later steps did change the student
     # what is saved is exactly the student: no head, no teacher weights
     with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
         keys = list(f.keys())
