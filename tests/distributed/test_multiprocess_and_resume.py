@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,19 +17,14 @@ import torch
 from dalr_hf.checkpoints import MANIFEST_FILE, CheckpointError, last_complete_checkpoint, verify_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+# The documented two-process CPU configuration (gloo): the tests launch exactly what users are told to.
 LAUNCH = [
     sys.executable,
     "-m",
     "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
+    "--config_file",
+    os.path.join(ROOT, "examples", "accelerate_configs", "two_process_cpu.yaml"),
 ]
 
 
@@ -38,7 +34,15 @@ def _env():
     return env
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _run(cmd, timeout=600, check=True):
+    if cmd[: len(LAUNCH)] == LAUNCH:  # a fresh rendezvous port per launch: runs never collide on 29500
+        cmd = [*LAUNCH, "--main_process_port", str(_free_port()), *cmd[len(LAUNCH) :]]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -233,3 +237,25 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_b
         ]
     )
     verify_checkpoint(str(out / "checkpoint-4"))
+
+
+def test_every_accelerate_config_parses():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = os.path.join(ROOT, "examples", "accelerate_configs")
+    configs = {
+        name: load_config_from_file(os.path.join(folder, name))
+        for name in sorted(os.listdir(folder))
+        if name.endswith(".yaml")
+    }
+    kinds = {name: str(c.distributed_type) for name, c in configs.items()}
+    assert set(kinds) == {
+        "single_gpu.yaml",
+        "multi_gpu.yaml",
+        "fsdp.yaml",
+        "deepspeed_zero2.yaml",
+        "two_process_cpu.yaml",
+    }
+    assert "FSDP" in kinds["fsdp.yaml"] and "DEEPSPEED" in kinds["deepspeed_zero2.yaml"]
+    assert configs["deepspeed_zero2.yaml"].deepspeed_config["zero_stage"] == 2
+    assert configs["two_process_cpu.yaml"].num_processes == 2
