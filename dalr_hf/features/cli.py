@@ -1,0 +1,222 @@
+"""Console commands for frozen features: ``extract-features``, ``import-kdmcse`` and ``cache-teachers``.
+
+``register(subparsers)`` adds them to the ``dalr-hf`` command; ``python -m dalr_hf.features.cli <command> ...`` runs
+them standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .captions import CAPTION_FORMATS, EMPTY_CAPTION_POLICIES
+
+logger = logging.getLogger(__name__)
+
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TypeError)
+
+
+def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report errors a user can act on as one line (``error: ...``) and exit status 1, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except _USER_ERRORS as e:
+            raise SystemExit(f"error: {e}") from e
+
+    return wrapper
+
+
+def _pretrained(value: str) -> str | None:
+    return None if value.lower() in ("", "none", "random") else value
+
+
+@_friendly
+def _run_extract(args: argparse.Namespace) -> int:
+    from .extract import extract_features
+
+    dataset, metadata = extract_features(
+        args.images, args.captions, args.output, model_name=args.model, pretrained=_pretrained(args.pretrained),
+        caption_format=args.caption_format, split=args.split, image_list=args.image_list,
+        batch_size=args.batch_size, device=args.device, precision=args.precision, normalize=not args.no_normalize,
+        caption_features=not args.no_caption_features, shard_size=args.shard_size, num_workers=args.num_workers,
+        on_missing_image=args.on_missing_image, on_empty_caption=args.on_empty_caption, overwrite=args.overwrite,
+        progress=not args.no_progress, cache_dir=args.cache_dir, init_seed=args.init_seed,
+    )
+    print(f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
+          f"image dim {metadata['image_dim']}, caption dim {metadata['caption_dim']}, "
+          f"{metadata['skipped_images']} image(s) skipped")
+    return 0
+
+
+@_friendly
+def _run_import(args: argparse.Namespace) -> int:
+    from .kdmcse import import_kdmcse_json
+
+    _, metadata = import_kdmcse_json(
+        args.json, args.output, model=args.model, pretrained=_pretrained(args.pretrained),
+        normalize=not args.no_normalize, rows_per_shard=args.rows_per_shard, on_empty_caption=args.on_empty_caption,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print(f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
+          f"dim {metadata['image_dim']} (from {Path(args.json).name})")
+    return 0
+
+
+def _per_teacher(values: Sequence | None, n: int, name: str) -> list:
+    if not values:
+        return [None] * n
+    if len(values) == 1:
+        return list(values) * n
+    if len(values) != n:
+        raise ValueError(f"{name}: give one value for all teachers or one per teacher ({n}), got {len(values)}")
+    return list(values)
+
+
+@_friendly
+def _run_cache(args: argparse.Namespace) -> int:
+    import torch
+    from datasets import Dataset
+
+    from ..teachers import Teacher, TeacherConfig, TeacherEnsemble
+    from .store import FEATURE_STORE_METADATA, load_feature_store
+    from .teacher_cache import build_teacher_cache
+
+    n = len(args.teacher)
+    weights = _per_teacher(args.teacher_weight, n, "--teacher-weight")
+    weights = [w if w is not None else 1.0 / n for w in weights]
+    poolers = _per_teacher(args.pooler, n, "--pooler")
+    lengths = _per_teacher(args.max_length, n, "--max-length")
+    revisions = _per_teacher(args.revision, n, "--revision")
+    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.teacher_precision]
+    configs = [
+        TeacherConfig(name_or_path=name, weight=w, pooler=p or "cls_before_pooler", max_length=m or 32, revision=r)
+        for name, w, p, m, r in zip(args.teacher, weights, poolers, lengths, revisions)
+    ]
+    ensemble = TeacherEnsemble([Teacher(c, device=args.device, autocast_dtype=autocast) for c in configs])
+    if args.dataset:
+        folder = Path(args.dataset)
+        if (folder / FEATURE_STORE_METADATA).is_file():
+            corpus, _ = load_feature_store(folder)
+        else:
+            corpus = Dataset.load_from_disk(str(folder))
+        text_column = args.text_column or "caption"
+    else:
+        with open(args.text_file, encoding="utf-8") as f:
+            corpus = [line.rstrip("\r\n") for line in f]
+        text_column = args.text_column or "text"
+    _, metadata = build_teacher_cache(
+        ensemble, corpus, args.output, text_column=text_column, dtype=args.dtype, batch_size=args.batch_size,
+        device=args.device, chunk_size=args.chunk_size, overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print(f"teacher cache {args.output}: {metadata['num_rows']} rows, columns {metadata['columns']} "
+          f"(dims {metadata['dims']}, {metadata['dtype']}), corpus sha256 {metadata['corpus_sha256'][:12]}")
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace a store made with another configuration (only store files are removed).")
+    parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``extract-features``, ``import-kdmcse`` and ``cache-teachers`` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "extract-features", help="CLIP image and caption features of an image folder into a feature store.",
+        description="Extract CLIP (any open_clip model) image and caption features of Flickr30k / COCO images into a "
+                    "resumable feature store (a memory-mapped datasets folder). Rerun the same command to resume.",
+    )
+    p.add_argument("--images", required=True, help="Folder of the image files.")
+    p.add_argument("--captions", required=True,
+                   help="Caption file: Flickr30k results_20130124.token, Karpathy dataset_*.json or COCO "
+                        "captions_*.json.")
+    p.add_argument("--output", required=True, help="Folder of the feature store to write.")
+    p.add_argument("--caption-format", default="auto", choices=CAPTION_FORMATS, help="Caption file format.")
+    p.add_argument("--split", default="train",
+                   help="Karpathy split(s) to keep, comma separated (e.g. train or train,restval), or 'all'.")
+    p.add_argument("--image-list", default=None,
+                   help="File of image ids or file names (one a line) to keep, e.g. Flickr30k-Entities train.txt.")
+    p.add_argument("--model", default="ViT-L-14", help="open_clip model name (ViT-L-14 as in the paper).")
+    p.add_argument("--pretrained", default="openai",
+                   help="open_clip pretrained tag or weights file; 'none' for a random (seeded) model.")
+    p.add_argument("--batch-size", type=int, default=64, help="Images (and captions) per forward pass.")
+    p.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="Autocast precision.")
+    p.add_argument("--no-normalize", action="store_true", help="Store raw (not L2-normalised) features.")
+    p.add_argument("--no-caption-features", action="store_true", help="Do not store CLIP caption features.")
+    p.add_argument("--shard-size", type=int, default=1024, help="Images per shard (unit of resume and of memory).")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images.")
+    p.add_argument("--on-missing-image", default="error", choices=("error", "skip"),
+                   help="A missing or unreadable image: stop with an error, or skip it (logged and counted).")
+    p.add_argument("--on-empty-caption", default="error", choices=EMPTY_CAPTION_POLICIES,
+                   help="An empty caption: stop with an error, or skip it (counted).")
+    p.add_argument("--cache-dir", default=None, help="open_clip download cache folder.")
+    p.add_argument("--init-seed", type=int, default=0, help="Seed of a random model (--pretrained none).")
+    _add_common(p)
+    p.set_defaults(func=_run_extract)
+
+    p = subparsers.add_parser(
+        "import-kdmcse", help="Convert a KDMCSE/DALR JSON feature file into a feature store.",
+        description="Convert a KDMCSE/DALR JSON feature file (image key -> image, image_feat, captions, lang_feat) "
+                    "into a feature store, one row per caption.",
+    )
+    p.add_argument("--json", required=True, help="The JSON feature file (e.g. flickr30k_ViT_L14.json).")
+    p.add_argument("--output", required=True, help="Folder of the feature store to write.")
+    p.add_argument("--model", default="ViT-L-14", help="CLIP model that made the file (recorded in the metadata).")
+    p.add_argument("--pretrained", default="openai", help="Its pretrained tag (recorded in the metadata).")
+    p.add_argument("--no-normalize", action="store_true", help="Keep the features as in the file.")
+    p.add_argument("--rows-per-shard", type=int, default=20000, help="Rows written per shard.")
+    p.add_argument("--on-empty-caption", default="error", choices=EMPTY_CAPTION_POLICIES,
+                   help="An empty caption: stop with an error, or skip it (counted).")
+    _add_common(p)
+    p.set_defaults(func=_run_import)
+
+    p = subparsers.add_parser(
+        "cache-teachers", help="Precompute teacher sentence embeddings for a corpus.",
+        description="Encode every sentence of a corpus with each frozen teacher once and store the embeddings "
+                    "(teacher_emb_0, teacher_emb_1, ...) with the teachers' fingerprints.",
+    )
+    p.add_argument("--teacher", action="append", required=True,
+                   help="Teacher model id or folder; repeat for several teachers (order matters).")
+    p.add_argument("--teacher-weight", nargs="+", type=float, default=None,
+                   help="Teacher weight, once for all or once per teacher (default 1/n each; recorded only).")
+    p.add_argument("--pooler", nargs="+", default=None, choices=("cls_before_pooler", "cls", "mean"),
+                   help="Teacher pooler, one for all or one per teacher (default cls_before_pooler).")
+    p.add_argument("--max-length", nargs="+", type=int, default=None,
+                   help="Teacher max length, one for all or one per teacher (default 32).")
+    p.add_argument("--revision", nargs="+", default=None, help="Hub revision, one for all or one per teacher.")
+    p.add_argument("--teacher-precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="Autocast precision of the teacher forward pass.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="A feature store or any datasets save_to_disk folder.")
+    source.add_argument("--text-file", help="A text file, one sentence a line (every line, e.g. wiki1m).")
+    p.add_argument("--text-column", default=None,
+                   help="Column of the sentences (default: caption for --dataset, text for --text-file).")
+    p.add_argument("--output", required=True, help="Folder of the cache to write.")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="Storage dtype.")
+    p.add_argument("--batch-size", type=int, default=128, help="Sentences per teacher forward pass.")
+    p.add_argument("--chunk-size", type=int, default=16384, help="Sentences per shard (unit of resume and memory).")
+    p.add_argument("--device", default=None, help="Device of the teachers (default: where they were loaded, cpu).")
+    _add_common(p)
+    p.set_defaults(func=_run_cache)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dalr_hf.features.cli",
+                                     description="dalr_hf frozen-feature commands.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    register(subparsers)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
