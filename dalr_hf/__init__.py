@@ -29,6 +29,12 @@ _EXPORTS = {
     "DALRTrainer": "dalr_hf.trainer",
     "DALRTrainingArguments": "dalr_hf.training_args",
     "PRESETS": "dalr_hf.training_args",
+    "export_model": "dalr_hf.export",
+    "push_to_hub": "dalr_hf.hub",
+    "apply_lora": "dalr_hf.lora",
+    "merge_lora": "dalr_hf.lora",
+    "collect_card_data": "dalr_hf.model_card",
+    "render_model_card": "dalr_hf.model_card",
 }
 
 __all__ = [
@@ -45,10 +51,16 @@ __all__ = [
     "TwoSourceBatchSampler",
     "TwoSourceDataset",
     "TwoSourceSchedule",
+    "apply_lora",
     "build_stand_in_feature_store",
     "build_student",
+    "collect_card_data",
+    "export_model",
     "load_paired_dataset",
     "load_text_corpus",
+    "merge_lora",
+    "push_to_hub",
+    "render_model_card",
     "resolve_model_path",
 ]
 
@@ -76,7 +88,11 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from dalr_hf.demo import build_stand_in_feature_store
     from dalr_hf.evaluation import SentEvalEvaluator
+    from dalr_hf.export import export_model
+    from dalr_hf.hub import push_to_hub
+    from dalr_hf.lora import apply_lora, merge_lora
     from dalr_hf.losses.dalr import DALRLoss
+    from dalr_hf.model_card import collect_card_data, render_model_card
     from dalr_hf.student import build_student, resolve_model_path
     from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble, TeacherOutput
     from dalr_hf.trainer import DALRTrainer

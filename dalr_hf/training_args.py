@@ -247,6 +247,25 @@ class DALRTrainingArguments(SentenceTransformerTrainingArguments):
             "that every in-batch term sees the global batch (exactly the loss of one process with the global batch)."
         },
     )
+    lora: bool = field(
+        default=False,
+        metadata={
+            "help": "Train LoRA adapters (peft) on the student's backbone instead of all its weights; merged into the base weights in every saved folder."
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r (with `lora`)."})
+    lora_alpha: float = field(
+        default=16.0, metadata={"help": "LoRA scaling alpha; the update is scaled by alpha / r (with `lora`)."}
+    )
+    lora_dropout: float = field(
+        default=0.1, metadata={"help": "Dropout on the LoRA branch's input, in [0, 1) (with `lora`)."}
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module-name suffixes to adapt, e.g. query value (default: peft's choice for the architecture; BERT/RoBERTa: query value)."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -282,6 +301,19 @@ class DALRTrainingArguments(SentenceTransformerTrainingArguments):
             raise ValueError(f"paired_batch_size must be >= 1, got {self.paired_batch_size}")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: image features and teacher columns are inputs")
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r must be >= 1, got {self.lora_r}")
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_target_modules is not None:
+            if isinstance(self.lora_target_modules, str):
+                self.lora_target_modules = [self.lora_target_modules]
+            if not self.lora_target_modules or not all(isinstance(m, str) and m for m in self.lora_target_modules):
+                raise ValueError(
+                    f"lora_target_modules must be a non-empty list of module names, got {self.lora_target_modules!r}"
+                )
 
     def method_config(self) -> dict:
         """The method fields (after presets), e.g. for logging and the model card."""
