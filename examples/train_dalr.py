@@ -1,0 +1,15 @@
+"""Train a DALR sentence encoder from a YAML recipe.
+
+    accelerate launch examples/train_dalr.py --config examples/configs/demo_offline.yaml
+    accelerate launch --num_processes 4 examples/train_dalr.py --config examples/configs/bert_base_wiki_flickr.yaml
+    python examples/train_dalr.py --config examples/configs/bert_base_wiki_flickr.yaml --learning_rate 3e-5
+
+Every YAML key is a field of ``dalr_hf.scripts.train.ScriptArguments`` or of ``dalr_hf.DALRTrainingArguments``
+(``python examples/train_dalr.py --help`` lists them all); command-line flags override the file. The run prints
+STS-B dev Spearman before and after training and leaves a folder that ``SentenceTransformer(output_dir)`` loads.
+"""
+
+from dalr_hf.scripts.train import main
+
+if __name__ == "__main__":
+    main()
