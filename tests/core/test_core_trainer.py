@@ -9,11 +9,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
 from safetensors import safe_open
-from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+from tiny_fixtures import PAIRS_A, PAIRS_B, RecordingEvaluator, tiny_data
 
 from dalr_hf.losses.dalr import TERMS, DALRLoss
 from dalr_hf.student import build_student
@@ -21,55 +19,9 @@ from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.trainer import HEADS_FILE, DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments
 
-PAIRS_A = [
-    "a man is playing a guitar",
-    "a woman slices an onion",
-    "two dogs run in a field",
-    "a child reads a book",
-    "the stock market fell today",
-    "a cat sleeps on a sofa",
-]
-PAIRS_B = [
-    "a man plays the guitar",
-    "someone is cutting an onion",
-    "dogs are running on grass",
-    "a kid is reading",
-    "shares dropped sharply",
-    "a plane takes off",
-]
-GOLD = [4.8, 4.2, 4.5, 4.0, 3.9, 0.2]
-
-
-class RecordingEvaluator(SentenceEvaluator):
-    """A tiny STS evaluator that keeps the embeddings it scored, keyed by training step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.primary_metric = "stsb_spearman"
-        self.embeddings: dict[int, np.ndarray] = {}
-
-    def __call__(self, model, output_path=None, epoch=-1, steps=-1):
-        emb = model.encode(PAIRS_A + PAIRS_B, convert_to_numpy=True)
-        self.embeddings[steps] = emb
-        a, b = emb[: len(PAIRS_A)], emb[len(PAIRS_A) :]
-        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        self.spearman = float(spearmanr(cos, GOLD).statistic * 100)
-        # a deterministic score that peaks at step 4, so that the best checkpoint is not the last one
-        return {"stsb_spearman": 100.0 - abs(steps - 4)}
-
 
 def _data(n_text=48, n_pairs=24, dim=32, seed=0):
-    rng = np.random.default_rng(seed)
-    words = ["red", "dog", "runs", "over", "the", "hill", "blue", "car", "city", "at", "night", "a", "man", "sings"]
-    text = Dataset.from_dict({"text": [" ".join(rng.choice(words, size=rng.integers(3, 9))) for _ in range(n_text)]})
-    paired = Dataset.from_dict(
-        {
-            "image_id": [f"img{i // 3}" for i in range(n_pairs)],  # 3 captions per image
-            "caption": [" ".join(rng.choice(words, size=rng.integers(3, 8))) for _ in range(n_pairs)],
-            "image_features": rng.standard_normal((n_pairs, dim)).astype(np.float32).tolist(),
-        }
-    )
-    return text, paired
+    return tiny_data(n_text=n_text, n_pairs=n_pairs, dim=dim, seed=seed, captions_per_image=3)
 
 
 @pytest.fixture()
@@ -138,7 +90,7 @@ def test_train_logs_every_term_updates_every_parameter_and_keeps_teachers_frozen
 def test_best_checkpoint_is_saved_and_reproduces_the_evaluator_embeddings(tmp_path, tiny_bert_dir, teachers):
     student = build_student(tiny_bert_dir)
     text, paired = _data()
-    evaluator = RecordingEvaluator()
+    evaluator = RecordingEvaluator(peak_step=4)
     args = _args(
         tmp_path,
         eval_strategy="steps",

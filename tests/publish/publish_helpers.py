@@ -22,60 +22,18 @@ from typing import Any
 
 import numpy as np
 import yaml
-from datasets import Dataset
-from scipy.stats import spearmanr
-from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+from tiny_fixtures import PAIRS_A, PAIRS_B, tiny_data  # noqa: F401  (re-exported for the publish tests)
+from tiny_fixtures import RecordingEvaluator as SharedRecordingEvaluator
 
-PAIRS_A = [
-    "a man is playing a guitar",
-    "a woman slices an onion",
-    "two dogs run in a field",
-    "a child reads a book",
-    "the stock market fell today",
-    "a cat sleeps on a sofa",
-]
-PAIRS_B = [
-    "a man plays the guitar",
-    "someone is cutting an onion",
-    "dogs are running on grass",
-    "a kid is reading",
-    "shares dropped sharply",
-    "a plane takes off",
-]
-GOLD = [4.8, 4.2, 4.5, 4.0, 3.9, 0.2]
 # Longer than max_seq_length on purpose: truncation must behave the same before and after export.
 PROBE_SENTENCES = PAIRS_A + PAIRS_B + [" ".join(["a very long sentence about nothing in particular"] * 8)]
 
 
-class RecordingEvaluator(SentenceEvaluator):
-    """A tiny STS evaluator that keeps the embeddings it scored, keyed by training step."""
+class RecordingEvaluator(SharedRecordingEvaluator):
+    """The shared recording evaluator over the probe sentences (including one longer than max_seq_length)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.primary_metric = "stsb_spearman"
-        self.embeddings: dict[int, np.ndarray] = {}
-
-    def __call__(self, model, output_path=None, epoch=-1, steps=-1):
-        emb = model.encode(PROBE_SENTENCES, convert_to_numpy=True)
-        self.embeddings[steps] = emb
-        a, b = emb[: len(PAIRS_A)], emb[len(PAIRS_A) : len(PAIRS_A) + len(PAIRS_B)]
-        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        # deterministic but step-dependent, so that "best" is a real choice among checkpoints
-        return {"stsb_spearman": float(spearmanr(cos, GOLD).statistic * 100 + steps * 1e-3)}
-
-
-def tiny_data(n_text: int = 32, n_pairs: int = 16, dim: int = 32, seed: int = 0) -> tuple[Dataset, Dataset]:
-    rng = np.random.default_rng(seed)
-    words = ["red", "dog", "runs", "over", "the", "hill", "blue", "car", "city", "at", "night", "a", "man", "sings"]
-    text = Dataset.from_dict({"text": [" ".join(rng.choice(words, size=rng.integers(3, 9))) for _ in range(n_text)]})
-    paired = Dataset.from_dict(
-        {
-            "image_id": [f"img{i // 2}" for i in range(n_pairs)],
-            "caption": [" ".join(rng.choice(words, size=rng.integers(3, 8))) for _ in range(n_pairs)],
-            "image_features": rng.standard_normal((n_pairs, dim)).astype(np.float32).tolist(),
-        }
-    )
-    return text, paired
+        super().__init__(sentences=PROBE_SENTENCES)
 
 
 def load_without_peft(folders: list[Path], work_dir: Path, sentences: list[str]) -> list[np.ndarray]:
