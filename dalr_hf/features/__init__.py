@@ -10,10 +10,16 @@
 
 from __future__ import annotations
 
-from .captions import CAPTION_FORMATS, CaptionedImage, CaptionIndex, detect_caption_format, read_captions
-from .extract import ClipEncoder, extract_features, state_dict_sha256
-from .kdmcse import import_kdmcse_json, iter_kdmcse_entries
-from .store import (
+from dalr_hf.features.captions import (
+    CAPTION_FORMATS,
+    CaptionedImage,
+    CaptionIndex,
+    detect_caption_format,
+    read_captions,
+)
+from dalr_hf.features.extract import ClipEncoder, extract_features, state_dict_sha256
+from dalr_hf.features.kdmcse import import_kdmcse_json, iter_kdmcse_entries
+from dalr_hf.features.store import (
     FEATURE_STORE_FORMAT,
     FEATURE_STORE_METADATA,
     FEATURE_STORE_VERSION,
@@ -21,7 +27,7 @@ from .store import (
     load_feature_store,
     save_feature_store,
 )
-from .teacher_cache import (
+from dalr_hf.features.teacher_cache import (
     TEACHER_CACHE_FORMAT,
     TEACHER_CACHE_METADATA,
     attach_teacher_cache,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .captions import CAPTION_FORMATS, EMPTY_CAPTION_POLICIES
+from dalr_hf.features.captions import CAPTION_FORMATS, EMPTY_CAPTION_POLICIES
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _pretrained(value: str) -> str | None:
 
 @_friendly
 def _run_extract(args: argparse.Namespace) -> int:
-    from .extract import extract_features
+    from dalr_hf.features.extract import extract_features
 
     dataset, metadata = extract_features(
         args.images, args.captions, args.output, model_name=args.model, pretrained=_pretrained(args.pretrained),
@@ -57,7 +57,7 @@ def _run_extract(args: argparse.Namespace) -> int:
 
 @_friendly
 def _run_import(args: argparse.Namespace) -> int:
-    from .kdmcse import import_kdmcse_json
+    from dalr_hf.features.kdmcse import import_kdmcse_json
 
     _, metadata = import_kdmcse_json(
         args.json, args.output, model=args.model, pretrained=_pretrained(args.pretrained),
@@ -84,9 +84,9 @@ def _run_cache(args: argparse.Namespace) -> int:
     import torch
     from datasets import Dataset
 
-    from ..teachers import Teacher, TeacherConfig, TeacherEnsemble
-    from .store import FEATURE_STORE_METADATA, load_feature_store
-    from .teacher_cache import build_teacher_cache
+    from dalr_hf.features.store import FEATURE_STORE_METADATA, load_feature_store
+    from dalr_hf.features.teacher_cache import build_teacher_cache
+    from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble
 
     n = len(args.teacher)
     weights = _per_teacher(args.teacher_weight, n, "--teacher-weight")

@@ -26,8 +26,8 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .captions import CaptionedImage, CaptionIndex, read_captions
-from .store import (
+from dalr_hf.features.captions import CaptionedImage, CaptionIndex, read_captions
+from dalr_hf.features.store import (
     FEATURE_STORE_FORMAT,
     FEATURE_STORE_METADATA,
     FEATURE_STORE_VERSION,

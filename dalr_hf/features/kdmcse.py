@@ -23,8 +23,8 @@ import pyarrow as pa
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .captions import EMPTY_CAPTION_POLICIES
-from .store import (
+from dalr_hf.features.captions import EMPTY_CAPTION_POLICIES
+from dalr_hf.features.store import (
     FEATURE_STORE_FORMAT,
     FEATURE_STORE_METADATA,
     FEATURE_STORE_VERSION,

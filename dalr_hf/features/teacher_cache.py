@@ -26,8 +26,7 @@ import torch
 from datasets import Dataset, Features, concatenate_datasets
 from tqdm.auto import tqdm
 
-from ..teachers import Teacher, TeacherConfig, TeacherEnsemble
-from .store import (
+from dalr_hf.features.store import (
     ShardedWriter,
     check_file_sizes,
     check_fixed_float_column,
@@ -40,6 +39,7 @@ from .store import (
     read_json,
     remove_store_files,
 )
+from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble
 
 logger = logging.getLogger(__name__)
 

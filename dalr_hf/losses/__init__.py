@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._checks import check_finite
-from .arc_similarity import (
+from dalr_hf.losses._checks import check_finite
+from dalr_hf.losses.arc_similarity import (
     ArcSimilarity,
     arc_margin_from_cosine,
     arc_margin_from_cosine_arccos,
@@ -11,11 +11,18 @@ from .arc_similarity import (
     arc_similarity_arccos,
     pairwise_cosine,
 )
-from .consistency import MISMATCH_MODES, ConsistencyLoss, consistency_loss, embedding_cosine, sample_mismatch
-from .g2l import G2L_NORMS, GlobalToLocalLoss, global_to_local, mix_token_states
-from .grounding import GroundingLoss, grounding_contrastive
-from .info_nce import InfoNCELoss, info_nce
-from .kl import (
+from dalr_hf.losses.consistency import (
+    MISMATCH_MODES,
+    ConsistencyLoss,
+    consistency_loss,
+    embedding_cosine,
+    sample_mismatch,
+)
+from dalr_hf.losses.dalr import TERMS, DALRLoss, MLPPooler
+from dalr_hf.losses.g2l import G2L_NORMS, GlobalToLocalLoss, global_to_local, mix_token_states
+from dalr_hf.losses.grounding import GroundingLoss, grounding_contrastive
+from dalr_hf.losses.info_nce import InfoNCELoss, info_nce
+from dalr_hf.losses.kl import (
     TEACHER_T2T_MODES,
     CrossModalAlignmentLoss,
     IntraModalAlignmentLoss,
@@ -25,20 +32,23 @@ from .kl import (
     kl_batchmean,
     teacher_text_distribution,
 )
-from .rank import RANK_METHODS, RankDistillationLoss, listmle, listnet, teacher_rank_scores
+from dalr_hf.losses.rank import RANK_METHODS, RankDistillationLoss, listmle, listnet, teacher_rank_scores
 
 __all__ = [
     "G2L_NORMS",
     "MISMATCH_MODES",
     "RANK_METHODS",
     "TEACHER_T2T_MODES",
+    "TERMS",
     "ArcSimilarity",
     "ConsistencyLoss",
     "CrossModalAlignmentLoss",
+    "DALRLoss",
     "GlobalToLocalLoss",
     "GroundingLoss",
     "InfoNCELoss",
     "IntraModalAlignmentLoss",
+    "MLPPooler",
     "RankDistillationLoss",
     "arc_margin_from_cosine",
     "arc_margin_from_cosine_arccos",
@@ -62,10 +72,3 @@ __all__ = [
     "teacher_rank_scores",
     "teacher_text_distribution",
 ]
-
-# ---------------------------------------------------------------------------------------------------------------
-# Composite loss: `DALRLoss` (dalr_hf/losses/dalr.py) is re-exported here by its author, below this line.
-# ---------------------------------------------------------------------------------------------------------------
-from .dalr import TERMS, DALRLoss, MLPPooler  # noqa: E402
-
-__all__ += ["DALRLoss", "MLPPooler", "TERMS"]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._precision import float32_math
+from dalr_hf.losses._precision import float32_math
 
 __all__ = [
     "COSINE_EPS",

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._precision import float32_math
+from dalr_hf.losses._precision import float32_math
 
 __all__ = ["G2L_NORMS", "GlobalToLocalLoss", "global_to_local", "mix_token_states"]
 

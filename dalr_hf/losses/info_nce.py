@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .arc_similarity import arc_similarity
+from dalr_hf.losses.arc_similarity import arc_similarity
 
 __all__ = ["InfoNCELoss", "info_nce"]
 

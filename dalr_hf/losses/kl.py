@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._masking import mask_logits, negative_mask_without_diagonal
-from .arc_similarity import arc_similarity, pairwise_cosine
+from dalr_hf.losses._masking import mask_logits, negative_mask_without_diagonal
+from dalr_hf.losses.arc_similarity import arc_similarity, pairwise_cosine
 
 __all__ = [
     "TEACHER_T2T_MODES",

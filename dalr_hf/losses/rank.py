@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .arc_similarity import pairwise_cosine
+from dalr_hf.losses.arc_similarity import pairwise_cosine
 
 __all__ = [
     "RANK_METHODS",
