@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_fixtures import tiny_data
 
 from dalr_hf.data import DALRDataCollator, TwoSourceDataset
 from dalr_hf.losses import PRESETS, TERMS, DALRLoss, LossSettings, effective_weights
 from dalr_hf.student import build_student
 from dalr_hf.teachers import CachedTeachers, TeacherEnsemble
 from dalr_hf.training_args import DALRTrainingArguments
+from tests.tiny_fixtures import tiny_data
 
 # lambda = cml_weight 0.1, mu = iml_weight 0.2, gamma = rank_weight 1 (the defaults); the rest from the preset
 EXPECTED_WEIGHTS = {
@@ -161,3 +161,23 @@ def test_cma_width_check_names_both_widths(tiny_bert_dir, teachers):
     student = build_student(tiny_bert_dir)
     with pytest.raises(ValueError, match="32-d MLP output with the 48-d"):
         DALRLoss(student, teachers, image_feature_dim=48)
+
+
+def test_every_loss_setting_is_a_documented_training_argument_and_a_yaml_key(tmp_path):
+    from dataclasses import fields
+
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(DALRTrainingArguments)
+    actions = {a.dest: a for a in parser._actions}
+    for f in fields(LossSettings):
+        assert f.name in actions, f.name
+        assert f.metadata["help"] and actions[f.name].help.startswith(f.metadata["help"][:30]), f.name
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"output_dir: {tmp_path / 'out'}\nreport_to: none\npreset: paper\ncml_weight: 0.3\nmismatch: roll5\n"
+        "use_g2l: true\n"
+    )
+    (args,) = parser.parse_yaml_file(str(recipe))
+    assert (args.cml_weight, args.mismatch, args.use_g2l, args.cons_weight) == (0.3, "roll5", True, 1.0)
+    assert args.loss_kwargs()["cml_weight"] == 0.3 and "preset" not in args.loss_kwargs()
