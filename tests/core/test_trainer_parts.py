@@ -11,14 +11,13 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
-from tiny_fixtures import WORDS, tiny_data
 
 from dalr_hf.data import TwoSourceBatchSampler
 from dalr_hf.losses.dalr import DALRLoss
 from dalr_hf.student import build_student
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.trainer import SCHEDULE_FILE, DALRTrainer, build_train_dataset
-from dalr_hf.training_args import DALRTrainingArguments
+from tests.tiny_fixtures import WORDS, tiny_data, tiny_training_args
 
 
 @pytest.fixture()
@@ -26,26 +25,10 @@ def teachers(tiny_teacher_dir):
     return TeacherEnsemble.from_configs([{"name_or_path": tiny_teacher_dir, "weight": 1.0}])
 
 
-def _args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        num_train_epochs=1,
-        eval_strategy="no",
-        save_strategy="no",
-        load_best_model_at_end=False,
-        logging_steps=1,
-        report_to="none",
-        learning_rate=1e-3,
-    )
-    values.update(overrides)
-    return DALRTrainingArguments(**values)
-
-
 def test_trainer_from_a_loss_and_a_dataset_dict_trains(tmp_path, tiny_bert_dir, teachers):
     student = build_student(tiny_bert_dir, max_seq_length=64)
     text, paired = tiny_data(n_text=40, n_pairs=16, dim=32)
-    args = _args(tmp_path, lora=True, lora_r=2, max_seq_length=16)
+    args = tiny_training_args(tmp_path, lora=True, lora_r=2, max_seq_length=16)
     loss = DALRLoss(student, teachers, "clean", image_feature_dim=32, use_g2l=False, seed=3)
     rng_before = torch.random.get_rng_state()
 
@@ -75,7 +58,7 @@ def test_the_schedule_is_a_sentence_transformers_multi_dataset_batch_sampler(tmp
     text, paired = tiny_data(n_text=24, n_pairs=24, dim=32)
     trainer = DALRTrainer(
         model=tiny_student,
-        args=_args(tmp_path, use_g2l=False),
+        args=tiny_training_args(tmp_path, use_g2l=False),
         train_dataset=DatasetDict(text=text, paired=paired),
         teachers=teachers,
     )
@@ -93,14 +76,18 @@ def test_path_convenience_builds_the_same_datasets(tmp_path, tiny_student):
     corpus.write_text("a dog runs\n\nthe red car\n   \nblue city at night\n")
     built = build_train_dataset(str(corpus))
     assert list(built) == ["text"] and built["text"]["text"] == ["a dog runs", "the red car", "blue city at night"]
-    trainer = DALRTrainer(model=tiny_student, args=_args(tmp_path), text_dataset=str(corpus))
+    trainer = DALRTrainer(model=tiny_student, args=tiny_training_args(tmp_path), text_dataset=str(corpus))
     assert trainer.train_dataset["text"]["text"] == built["text"]["text"]
     with pytest.raises(ValueError, match="either train_dataset"):
-        DALRTrainer(model=tiny_student, args=_args(tmp_path), train_dataset=built, text_dataset=str(corpus))
+        DALRTrainer(
+            model=tiny_student, args=tiny_training_args(tmp_path), train_dataset=built, text_dataset=str(corpus)
+        )
     with pytest.raises(ValueError, match=r"'text' and/or 'paired'.*\['captions'\]"):
-        DALRTrainer(model=tiny_student, args=_args(tmp_path), train_dataset=DatasetDict(captions=built["text"]))
+        DALRTrainer(
+            model=tiny_student, args=tiny_training_args(tmp_path), train_dataset=DatasetDict(captions=built["text"])
+        )
     with pytest.raises(TypeError, match="DatasetDict"):
-        DALRTrainer(model=tiny_student, args=_args(tmp_path), train_dataset=built["text"])
+        DALRTrainer(model=tiny_student, args=tiny_training_args(tmp_path), train_dataset=built["text"])
 
 
 def test_a_given_loss_must_match_the_model_and_the_data(tmp_path, tiny_student, tiny_bert_dir, teachers):
@@ -108,13 +95,15 @@ def test_a_given_loss_must_match_the_model_and_the_data(tmp_path, tiny_student, 
     data = DatasetDict(text=text, paired=paired)
     text_only = DALRLoss(tiny_student)
     with pytest.raises(ValueError, match="image features are 32-d but the loss was built with image_feature_dim=None"):
-        DALRTrainer(model=tiny_student, args=_args(tmp_path), loss=text_only, train_dataset=data)
+        DALRTrainer(model=tiny_student, args=tiny_training_args(tmp_path), loss=text_only, train_dataset=data)
     other = DALRLoss(build_student(tiny_bert_dir), teachers, image_feature_dim=32, use_g2l=False)
     with pytest.raises(ValueError, match="another model"):
-        DALRTrainer(model=tiny_student, args=_args(tmp_path), loss=other, train_dataset=data)
+        DALRTrainer(model=tiny_student, args=tiny_training_args(tmp_path), loss=other, train_dataset=data)
     loss = DALRLoss(tiny_student, teachers, image_feature_dim=32, use_g2l=False)
     with pytest.raises(ValueError, match="carries its own"):
-        DALRTrainer(model=tiny_student, args=_args(tmp_path), loss=loss, train_dataset=data, teachers=teachers)
+        DALRTrainer(
+            model=tiny_student, args=tiny_training_args(tmp_path), loss=loss, train_dataset=data, teachers=teachers
+        )
 
 
 def test_truncation_is_counted_once_and_right_with_two_workers(tmp_path, tiny_student):
@@ -124,7 +113,7 @@ def test_truncation_is_counted_once_and_right_with_two_workers(tmp_path, tiny_st
     lengths = tiny_student.tokenizer(sentences, truncation=False)["input_ids"]
     expected = sum(1 for ids in lengths if len(ids) > 12)
     assert expected == 10
-    args = _args(tmp_path, max_seq_length=12, dataloader_num_workers=2, num_train_epochs=2)
+    args = tiny_training_args(tmp_path, max_seq_length=12, dataloader_num_workers=2, num_train_epochs=2)
     trainer = DALRTrainer(
         model=tiny_student, args=args, train_dataset=DatasetDict(text=Dataset.from_dict({"text": sentences}))
     )

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from publish_helpers import PROBE_SENTENCES, HubStandIn, RecordingEvaluator, RunningHub, tiny_data
 
 from dalr_hf.export import export_after_training
 from dalr_hf.student import build_student
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.trainer import DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments
+from tests.publish.publish_helpers import PROBE_SENTENCES, HubStandIn, RecordingEvaluator, RunningHub, tiny_data
 
 TEACHER_NAMES = ["princeton-nlp/unsup-simcse-bert-base-uncased", "voidism/diffcse-bert-base-uncased-sts"]
 
