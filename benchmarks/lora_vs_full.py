@@ -35,7 +35,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from dalr_hf.data import DALRDataCollator  # noqa: E402
-from dalr_hf.demo import read_captions, stand_in_image_features  # noqa: E402
+from dalr_hf.demo import read_caption_lines, stand_in_image_features  # noqa: E402
 from dalr_hf.lora import apply_lora, parameter_counts  # noqa: E402
 from dalr_hf.losses.dalr import DALRLoss  # noqa: E402
 from dalr_hf.model_card import hardware_info  # noqa: E402
@@ -80,7 +80,7 @@ def build_batch(cli: argparse.Namespace, student, device: torch.device) -> tuple
         [{"name_or_path": resolve_model_path(cli.teacher), "weight": 1.0, "pooler": "mean"}], device=device
     )
     hidden = student[0].get_embedding_dimension()
-    captions = read_captions(CAPTIONS)[: cli.batch_size]
+    captions = read_caption_lines(CAPTIONS)[: cli.batch_size]
     if len(captions) < cli.batch_size:
         raise SystemExit(f"only {len(captions)} captions in {CAPTIONS}; use --batch-size <= {len(captions)}")
     image = stand_in_image_features(teacher.teachers[0].encode(captions), dim=hidden)
@@ -96,8 +96,8 @@ def make_row(name: str, student, args: DALRTrainingArguments, cli: argparse.Name
     if name == "LoRA":
         torch.manual_seed(0)
         apply_lora(model, cli.lora_r, cli.lora_alpha, cli.lora_dropout, cli.lora_target_modules)
-    torch.manual_seed(0)  # the same training heads in both rows
-    loss = DALRLoss(model, args, image_feature_dim=hidden, teacher_weights=[1.0]).to(device)
+    torch.manual_seed(0)  # the same dropout draws in both rows (the heads are seeded by args.seed)
+    loss = DALRLoss.from_training_args(model, args, image_feature_dim=hidden, teacher_weights=[1.0]).to(device)
     trainable = [p for p in loss.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, eps=1e-6)
     counts = parameter_counts(model[0].auto_model)

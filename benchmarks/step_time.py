@@ -30,7 +30,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from dalr_hf.data import DALRDataCollator  # noqa: E402
-from dalr_hf.demo import read_captions, stand_in_image_features  # noqa: E402
+from dalr_hf.demo import read_caption_lines, stand_in_image_features  # noqa: E402
 from dalr_hf.losses.dalr import DALRLoss  # noqa: E402
 from dalr_hf.student import build_student, resolve_model_path  # noqa: E402
 from dalr_hf.teachers import TeacherEnsemble  # noqa: E402
@@ -66,11 +66,11 @@ class PeakRSS:
 def make_row(name, student, args, image_dim, teachers, batch, cached_batch):
     model = copy.deepcopy(student)
     multimodal = name != "SimCSE-only"
-    loss = DALRLoss(
+    loss = DALRLoss.from_training_args(
         model,
         args if name != "DALR, online teachers (g2l on)" else args_g2l(args),
+        teachers if name.startswith("DALR, online") else None,
         image_feature_dim=image_dim if multimodal else None,
-        teachers=teachers if name.startswith("DALR, online") else None,
         teacher_weights=teachers.weights if multimodal else None,
     ).to(args.device)
     optimizer = torch.optim.AdamW([p for p in loss.parameters() if p.requires_grad], lr=1e-5, eps=1e-6)
@@ -129,7 +129,7 @@ def main() -> None:
         device=device,
     )
     hidden = student[0].get_embedding_dimension()
-    captions = read_captions(CAPTIONS)[: cli.batch_size]
+    captions = read_caption_lines(CAPTIONS)[: cli.batch_size]
     image = stand_in_image_features(teachers.teachers[0].encode(captions), dim=hidden)
 
     collator = DALRDataCollator(student.tokenizer, max_seq_length=32)

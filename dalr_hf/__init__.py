@@ -17,18 +17,20 @@ _EXPORTS = {
     "TwoSourceSchedule": "dalr_hf.data",
     "load_paired_dataset": "dalr_hf.data",
     "load_text_corpus": "dalr_hf.data",
-    "build_stand_in_feature_store": "dalr_hf.demo",
     "SentEvalEvaluator": "dalr_hf.evaluation",
     "DALRLoss": "dalr_hf.losses.dalr",
+    "LossSettings": "dalr_hf.losses.presets",
+    "PRESETS": "dalr_hf.losses.presets",
     "build_student": "dalr_hf.student",
     "resolve_model_path": "dalr_hf.student",
     "Teacher": "dalr_hf.teachers",
+    "CachedTeachers": "dalr_hf.teachers",
     "TeacherConfig": "dalr_hf.teachers",
     "TeacherEnsemble": "dalr_hf.teachers",
     "TeacherOutput": "dalr_hf.teachers",
     "DALRTrainer": "dalr_hf.trainer",
+    "build_train_dataset": "dalr_hf.trainer",
     "DALRTrainingArguments": "dalr_hf.training_args",
-    "PRESETS": "dalr_hf.training_args",
     "export_model": "dalr_hf.export",
     "push_to_hub": "dalr_hf.hub",
     "apply_lora": "dalr_hf.lora",
@@ -38,10 +40,12 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CachedTeachers",
     "DALRDataCollator",
     "DALRLoss",
     "DALRTrainer",
     "DALRTrainingArguments",
+    "LossSettings",
     "PRESETS",
     "SentEvalEvaluator",
     "Teacher",
@@ -52,8 +56,8 @@ __all__ = [
     "TwoSourceDataset",
     "TwoSourceSchedule",
     "apply_lora",
-    "build_stand_in_feature_store",
     "build_student",
+    "build_train_dataset",
     "collect_card_data",
     "export_model",
     "load_paired_dataset",
@@ -86,14 +90,14 @@ if TYPE_CHECKING:  # pragma: no cover
         load_paired_dataset,
         load_text_corpus,
     )
-    from dalr_hf.demo import build_stand_in_feature_store
     from dalr_hf.evaluation import SentEvalEvaluator
     from dalr_hf.export import export_model
     from dalr_hf.hub import push_to_hub
     from dalr_hf.lora import apply_lora, merge_lora
     from dalr_hf.losses.dalr import DALRLoss
+    from dalr_hf.losses.presets import PRESETS, LossSettings
     from dalr_hf.model_card import collect_card_data, render_model_card
     from dalr_hf.student import build_student, resolve_model_path
-    from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble, TeacherOutput
-    from dalr_hf.trainer import DALRTrainer
-    from dalr_hf.training_args import PRESETS, DALRTrainingArguments
+    from dalr_hf.teachers import CachedTeachers, Teacher, TeacherConfig, TeacherEnsemble, TeacherOutput
+    from dalr_hf.trainer import DALRTrainer, build_train_dataset
+    from dalr_hf.training_args import DALRTrainingArguments

@@ -9,30 +9,29 @@ configuration. All three are refused with an error that says which, never half-l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
+
+from dalr_hf.files import CHECKPOINT_DIR_RE, HEADS_FILE, MANIFEST_FILE, file_sha256, write_json_atomic
+
+__all__ = [
+    "HEADS_FILE",
+    "LOSS_RNG_KEY",
+    "MANIFEST_FILE",
+    "CheckpointError",
+    "last_complete_checkpoint",
+    "verify_checkpoint",
+    "write_manifest",
+]
 
 logger = logging.getLogger(__name__)
 
-HEADS_FILE = "dalr_training_heads.safetensors"
-MANIFEST_FILE = "dalr_checkpoint.json"
 LOSS_RNG_KEY = "__loss_rng_state__"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from: incomplete, truncated, altered, or from another configuration."""
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _files(folder: str) -> list[str]:
@@ -50,7 +49,7 @@ def write_manifest(folder: str, identity: dict, global_step: int) -> str:
     files = {}
     for rel in _files(folder):
         path = os.path.join(folder, rel)
-        files[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+        files[rel] = {"size": os.path.getsize(path), "sha256": file_sha256(path)}
     manifest = {
         "format": "dalr_hf.checkpoint",
         "version": 1,
@@ -59,12 +58,7 @@ def write_manifest(folder: str, identity: dict, global_step: int) -> str:
         "files": files,
     }
     target = os.path.join(folder, MANIFEST_FILE)
-    tmp = target + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    write_json_atomic(target, manifest, indent=1)
     return target
 
 
@@ -104,7 +98,7 @@ def verify_checkpoint(folder: str, identity: dict | None = None, check_hashes: b
                 f"checkpoint {folder} is truncated or altered: {rel} has {size} bytes, the manifest says "
                 f"{expected['size']}"
             )
-        if check_hashes and _sha256(file_path) != expected["sha256"]:
+        if check_hashes and file_sha256(file_path) != expected["sha256"]:
             raise CheckpointError(f"checkpoint {folder} is corrupt: {rel} does not match its SHA-256 in the manifest")
     if identity is not None:
         differences = _differences(identity, manifest.get("identity", {}))
@@ -120,7 +114,7 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     if not os.path.isdir(output_dir):
         return None
     steps = sorted(
-        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))),
+        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := CHECKPOINT_DIR_RE.match(name))),
         reverse=True,
     )
     for _, name in steps:

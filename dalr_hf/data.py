@@ -4,7 +4,9 @@
 * Image-caption pairs: a ``datasets`` dataset (usually a feature store written by :mod:`dalr_hf.features`) with the
   columns ``image_id``, ``caption``, ``image_features`` and optionally ``caption_features`` and cached teacher
   embeddings ``teacher_emb_<k>``. Both stay memory-mapped Arrow: rows are read per batch.
-* The schedule interleaves one paired batch every ``k = floor(n_t / n_p)`` steps, exactly as the reference.
+* The schedule interleaves one paired batch every ``k = floor(n_t / n_p)`` steps, exactly as the reference, when
+  that uses both sources; otherwise it spreads the ``n_t`` text and ``n_p`` paired batches evenly (see
+  :class:`TwoSourceSchedule`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +185,7 @@ def paired_feature_dim(ds, column: str = "image_features") -> int:
     return len(ds[0][column])
 
 
-def teacher_columns(ds) -> list[str]:
+def cached_teacher_columns(ds) -> list[str]:
     """Cached teacher embedding columns ``teacher_emb_0..k`` of a paired dataset, in teacher order."""
     if ds is None:
         return []
@@ -202,10 +204,18 @@ def teacher_columns(ds) -> list[str]:
 class TwoSourceSchedule:
     """Which step of an epoch is paired, and which rows each batch holds.
 
-    ``n_t = ceil(N_text / B)``, ``n_p = ceil(N_pair / B_p)``, ``k = max(1, floor(n_t / n_p))``; an epoch is
-    ``n_t + n_p`` steps, and step ``s`` (counted from 0, reset each epoch) is paired when ``s % k == 0``. Each source
-    is an endless stream of reshuffled passes, independent of the epoch counter; the batch at any position is a pure
-    function of ``(seed, source, position)``, so an epoch can be regenerated (and a run resumed) exactly.
+    ``n_t = ceil(N_text / B)``, ``n_p = ceil(N_pair / B_p)``; an epoch is ``n_t + n_p`` steps. The two sources are
+    interleaved by one of two rules (``interleave`` in :meth:`summary`):
+
+    * ``"k_rule"`` (the reference's): ``k = floor(n_t / n_p)``, step ``s`` (counted from 0, reset each epoch) is paired
+      when ``s % k == 0``. Used when ``k >= 2``, where it keeps each source within a factor of two of its share (e.g.
+      Flickr at B=128: n_t 7,813, n_p 1,164, k 6: 1,497 paired and 7,480 text steps per epoch).
+    * ``"even"``: exactly ``n_p`` paired and ``n_t`` text steps per epoch, spread evenly (step ``s`` is paired when
+      ``ceil((s + 1) n_p / (n_t + n_p)) > ceil(s n_p / (n_t + n_p))``). Used when ``k < 2``: there the k-rule would
+      make every step paired (``k = 1``) and never read the text corpus, or divide by zero (``k = 0``).
+
+    Each source is an endless stream of reshuffled passes, independent of the epoch counter; the batch at any position
+    is a pure function of ``(seed, source, position)``, so an epoch can be regenerated (and a run resumed) exactly.
     """
 
     num_text: int
@@ -234,34 +244,43 @@ class TwoSourceSchedule:
                 )
         else:
             self.n_p = math.ceil(self.num_paired / self.paired_batch_size)
-        if self.n_p == 0:
-            self.k = 0
-        else:
-            raw_k = self.n_t // self.n_p
-            if raw_k == 0:
-                logger.warning(
-                    "more paired batches (%d) than text batches (%d): k = floor(n_t / n_p) is 0 in the "
-                    "reference (a ZeroDivisionError); using k = 1, so every step is paired",
-                    self.n_p,
-                    self.n_t,
-                )
-            self.k = max(1, raw_k)
         self.steps_per_epoch = self.n_t + self.n_p
-        if self.k:
-            self.paired_steps_per_epoch = math.ceil(self.steps_per_epoch / self.k)
+        # k is the reference rule's interleaving period (informational when the even rule is used).
+        self.k = (self.n_t // self.n_p) if self.n_p else 0
+        if self.n_p == 0:
+            self.interleave = "text_only"
+            paired = np.zeros(self.steps_per_epoch, dtype=bool)
+        elif self.n_t == 0:
+            self.interleave = "paired_only"
+            paired = np.ones(self.steps_per_epoch, dtype=bool)
+        elif self.k >= 2:
+            self.interleave = "k_rule"
+            paired = np.arange(self.steps_per_epoch) % self.k == 0
         else:
-            self.paired_steps_per_epoch = 0
+            self.interleave = "even"
+            s = np.arange(self.steps_per_epoch, dtype=np.int64)
+            total = self.steps_per_epoch
+            # ceil(a / b) for non-negative integers, exact in integer arithmetic
+            paired = -((-(s + 1) * self.n_p) // total) > -((-s * self.n_p) // total)
+            logger.info(
+                "two-source schedule: the reference's k = floor(n_t / n_p) = %d would %s; interleaving %d text and "
+                "%d paired batches evenly instead",
+                self.k,
+                "make every step paired and never read the text corpus" if self.k == 1 else "divide by zero",
+                self.n_t,
+                self.n_p,
+            )
+        self._paired = paired
+        self.paired_steps_per_epoch = int(paired.sum())
         self.text_steps_per_epoch = self.steps_per_epoch - self.paired_steps_per_epoch
-        if self.text_steps_per_epoch and self.num_text == 0:
-            raise AssertionError("unreachable: text steps without text")
         self._perm_cache: dict[tuple[str, int], np.ndarray] = {}
 
     # -- per-step kinds ---------------------------------------------------------------------------------------------
     def is_paired(self, step_in_epoch: int) -> bool:
-        return self.k > 0 and step_in_epoch % self.k == 0
+        return bool(self._paired[step_in_epoch])
 
     def kinds(self) -> list[str]:
-        return ["paired" if self.is_paired(s) else "text" for s in range(self.steps_per_epoch)]
+        return ["paired" if p else "text" for p in self._paired]
 
     def summary(self) -> dict:
         paired, text = self.paired_steps_per_epoch, self.text_steps_per_epoch
@@ -273,6 +292,7 @@ class TwoSourceSchedule:
             "n_t": self.n_t,
             "n_p": self.n_p,
             "k": self.k,
+            "interleave": self.interleave,
             "steps_per_epoch": self.steps_per_epoch,
             "paired_steps_per_epoch": paired,
             "text_steps_per_epoch": text,
@@ -332,7 +352,7 @@ class TwoSourceDataset(TorchDataset):
         self.num_paired = len(paired_dataset) if paired_dataset is not None else 0
         self.paired_columns = []
         if paired_dataset is not None:
-            optional = ["caption_features", *teacher_columns(paired_dataset)]
+            optional = ["caption_features", *cached_teacher_columns(paired_dataset)]
             self.paired_columns = [*PAIRED_REQUIRED_COLUMNS, *[c for c in optional if c in paired_dataset.column_names]]
             self._paired_view = paired_dataset.select_columns(self.paired_columns).with_format("numpy")
 
@@ -352,18 +372,33 @@ class TwoSourceDataset(TorchDataset):
         raise ValueError("a batch mixes text-only and paired rows; the two-source sampler never does this")
 
 
-class TwoSourceBatchSampler(Sampler):
-    """Yields this process's row indices (global, see :class:`TwoSourceDataset`) for each batch of the epoch.
+class TwoSourceBatchSampler(MultiDatasetDefaultBatchSampler):
+    """The two-source schedule as a sentence-transformers multi-dataset batch sampler.
 
-    The schedule's batches are global batches; with ``num_replicas > 1`` every process walks the same schedule (so
-    all take paired and text-only steps together) and takes its contiguous share of each batch. A final partial
-    batch smaller than ``num_replicas`` is topped up with the first rows of its pass (logged), so that no process
-    ever gets an empty batch. ``set_epoch`` is called by the Trainer at every epoch.
+    Over a :class:`TwoSourceDataset` (the ``text`` and ``paired`` datasets of the trainer's ``DatasetDict``,
+    concatenated), it yields this process's row indices for each batch of the epoch. The schedule replaces
+    per-dataset batch samplers: its batches are global batches, every process walks the same schedule (so all take
+    paired and text-only steps together) and takes its contiguous share of each batch. A final partial batch smaller
+    than ``num_replicas`` is topped up with the first rows of its pass (logged), so that no process ever gets an empty
+    batch. ``set_epoch`` is called by the Trainer at every epoch; the batches of an epoch depend only on
+    ``(schedule, epoch)``, which is what makes a resumed run take the same batches.
     """
 
-    def __init__(self, schedule: TwoSourceSchedule, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(self, dataset, schedule: TwoSourceSchedule, num_replicas: int = 1, rank: int = 0) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        if dataset is not None and (dataset.num_text, dataset.num_paired) != (schedule.num_text, schedule.num_paired):
+            raise ValueError(
+                f"the schedule is for {schedule.num_text} sentences and {schedule.num_paired} pairs, the dataset holds "
+                f"{dataset.num_text} and {dataset.num_paired}"
+            )
+        # The parent's constructor expects one batch sampler per dataset; the schedule replaces them.
+        self.dataset = dataset
+        self.batch_samplers = []
+        self.batch_size = schedule.batch_size
+        self.drop_last = False
+        self.generator = None
+        self.seed = schedule.seed
         self.schedule = schedule
         self.num_replicas = num_replicas
         self.rank = rank
@@ -417,15 +452,25 @@ class DALRDataCollator:
     The output holds one view (``input_ids``, ``attention_mask``[, ``token_type_ids``]); the loss duplicates it into
     the two dropout views. Paired batches also carry ``image_features``, integer ``image_ids`` (equal ids = same
     image), optional ``caption_features`` and cached ``teacher_emb_<k>``; ``sentences`` keeps the raw text for online
-    teachers. Sentences longer than ``max_seq_length`` tokens are truncated (the method's ``max_seq_length=32``) and
-    counted in ``truncated``.
+    teachers. Sentences longer than ``max_seq_length`` tokens are truncated (the method's ``max_seq_length=32``).
+
+    Truncation is counted in the batch itself (``num_truncated`` and ``num_sentences``, 0-d tensors) from the one
+    tokenization, and summed by the trainer: the collator keeps no state, so the counts are right with any number of
+    DataLoader workers.
     """
+
+    COUNT_KEYS = ("num_truncated", "num_sentences")
 
     def __init__(self, tokenizer, max_seq_length: int = 32) -> None:
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
-        self.truncated = 0
-        self.seen = 0
+
+    def count_truncated(self, sentences: list[str], encoded) -> int:
+        encodings = getattr(encoded, "encodings", None)
+        if encodings is not None:  # fast tokenizer: the cut-off tokens are kept as "overflowing"
+            return sum(1 for e in encodings if e.overflowing)
+        lengths = self.tokenizer(sentences, add_special_tokens=True, truncation=False, return_length=True)["length"]
+        return sum(1 for n in lengths if n > self.max_seq_length)
 
     def __call__(self, batch: dict) -> dict:
         kind = batch["kind"]
@@ -434,12 +479,11 @@ class DALRDataCollator:
         encoded = self.tokenizer(
             sentences, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
         )
-        lengths = self.tokenizer(sentences, add_special_tokens=True, truncation=False, return_length=True)["length"]
-        self.truncated += sum(1 for n in lengths if n > self.max_seq_length)
-        self.seen += len(sentences)
         out = {k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
         out["sentences"] = sentences
         out["paired"] = torch.tensor(kind == "paired")
+        out["num_truncated"] = torch.tensor(self.count_truncated(sentences, encoded), dtype=torch.int64)
+        out["num_sentences"] = torch.tensor(len(sentences), dtype=torch.int64)
         if kind == "paired":
             out["image_features"] = torch.as_tensor(np.asarray(batch["image_features"], dtype=np.float32))
             out["image_ids"] = torch.tensor([image_id_hash(i) for i in batch["image_id"]], dtype=torch.int64)

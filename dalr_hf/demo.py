@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 STAND_IN_DESCRIPTION = "fixed random Gaussian projection of a frozen teacher's caption embeddings (not image features)"
 
 
-def read_captions(path: str) -> list[str]:
+def read_caption_lines(path: str) -> list[str]:
     """One caption per line; an empty line is an error that names the line (line n is image n)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"captions file {path!r} does not exist (expected one caption per line)")
@@ -54,7 +54,7 @@ def build_stand_in_feature_store(
 
     from dalr_hf.features import save_feature_store
 
-    captions = read_captions(captions_file)
+    captions = read_caption_lines(captions_file)
     embeddings = teacher.encode(captions, batch_size=batch_size)
     features = stand_in_image_features(embeddings, dim, seed).numpy().astype(np.float32)
     dataset = Dataset.from_dict(

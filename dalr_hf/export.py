@@ -17,7 +17,6 @@ import fnmatch
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -25,19 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dalr_hf.files import CHECKPOINT_DIR_RE, TRAINING_ONLY_FILES
+
 logger = logging.getLogger(__name__)
 
 TRANSFORMER_TYPE = "sentence_transformers.base.modules.transformer.Transformer"
 POOLING_TYPE = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
 # Files that belong to training, never to an exported model (glob patterns on a file's name).
 TRAINING_ONLY_PATTERNS = (
-    "dalr_training_heads.safetensors",
-    "dalr_checkpoint.json",
-    "dalr_lora_adapter.safetensors",
-    "dalr_lora_config.json",
-    "dalr_schedule.json",
-    "dalr_run_report.json",
-    "dalr_card_data.json",
+    *TRAINING_ONLY_FILES,
     "optimizer.pt",
     "optimizer.bin",
     "scheduler.pt",
@@ -51,7 +46,7 @@ TRAINING_ONLY_PATTERNS = (
     "pytorch_model.bin",
     "*.py",
 )
-_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+_CHECKPOINT_DIR = CHECKPOINT_DIR_RE
 
 
 class ExportError(ValueError):

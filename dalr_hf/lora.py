@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from dalr_hf.files import LORA_ADAPTER_FILE, LORA_CONFIG_FILE
+
 logger = logging.getLogger(__name__)
 
-LORA_ADAPTER_FILE = "dalr_lora_adapter.safetensors"
-LORA_CONFIG_FILE = "dalr_lora_config.json"
 ADAPTER_NAME = "default"
 
 

@@ -29,9 +29,11 @@ from typing import Any
 
 import yaml
 
+from dalr_hf.evaluation.data import ALL_STS_TASKS, DISPLAY_NAMES, TRANSFER_TASKS, canonical_task_name
+from dalr_hf.files import CARD_DATA_FILE
+
 logger = logging.getLogger(__name__)
 
-CARD_DATA_FILE = "dalr_card_data.json"
 CARD_DATA_FORMAT = "dalr_hf.model_card_data"
 CARD_DATA_VERSION = 1
 TEMPLATE_NAME = "dalr_model_card.md"
@@ -55,16 +57,8 @@ LIBRARIES = (
 BASE_TAGS = ("sentence-transformers", "sentence-similarity", "feature-extraction", "dalr", "multimodal", "simcse")
 
 # Evaluation tables: canonical task order and display names (the names of dalr_hf.evaluation and of the papers).
-STS_ORDER = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness", "STSBenchmark-dev")
-TRANSFER_ORDER = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
-DISPLAY_NAMES = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R", "STSBenchmark-dev": "STS-B dev"}
-_CANONICAL = {
-    **{name.lower(): name for name in STS_ORDER + TRANSFER_ORDER},
-    **{display.lower(): name for name, display in DISPLAY_NAMES.items()},
-    "stsb": "STSBenchmark",
-    "sickr": "SICKRelatedness",
-    "sst": "SST2",
-}
+STS_ORDER = ALL_STS_TASKS
+TRANSFER_ORDER = TRANSFER_TASKS
 SECTION_VALUE_KEYS = {"sts": ("spearman", "main_score", "score"), "transfer": ("acc", "main_score", "score")}
 AVERAGE_KEYS = ("avg", "average", "mean")
 SECTION_METRICS = {
@@ -300,11 +294,11 @@ def collect_card_data(
     if args is None or model is None:
         raise ValueError("collect_card_data needs a trainer, or both args and model")
 
-    teachers = getattr(trainer, "teachers", None)
+    fingerprints = trainer.teacher_fingerprints() if hasattr(trainer, "teacher_fingerprints") else None
     teacher_rows: list[dict[str, Any]] = []
     shown_names: dict[str, str] = {}  # resolved teacher location -> the name the card shows
-    if teachers is not None:
-        for i, fingerprint in enumerate(teachers.fingerprints()):
+    if fingerprints:
+        for i, fingerprint in enumerate(fingerprints):
             given = teacher_names[i] if teacher_names and i < len(teacher_names) else fingerprint["name_or_path"]
             shown = public_name(given)
             shown_names[str(fingerprint["name_or_path"])] = shown
@@ -448,7 +442,7 @@ def _task_value(entry: Any, keys: Sequence[str]) -> tuple[float | None, bool]:
 
 
 def _canonical(name: str) -> str:
-    return _CANONICAL.get(name.lower(), name)
+    return canonical_task_name(name)
 
 
 def _section(raw: Any, name: str) -> dict[str, Any] | None:

@@ -281,3 +281,31 @@ class TeacherEnsemble:
 
     def fingerprints(self) -> list[dict]:
         return [dict(t.fingerprint(), weight=t.weight) for t in self.teachers]
+
+    def cached(self) -> CachedTeachers:
+        """What remains needed once every paired batch carries these teachers' embeddings: weights and identity."""
+        return CachedTeachers(weights=self.weights, fingerprints=self.fingerprints())
+
+
+@dataclass(frozen=True)
+class CachedTeachers:
+    """Teachers whose embeddings come with the data (``teacher_emb_<k>`` columns): their weights and fingerprints.
+
+    Pass it as ``teachers=`` to :class:`~dalr_hf.losses.dalr.DALRLoss` instead of a :class:`TeacherEnsemble` when the
+    teacher models are not needed during training; the fingerprints still identify the run in checkpoints and the
+    model card. Build it with :meth:`TeacherEnsemble.cached` (after checking the cache against the models).
+    """
+
+    weights: list[float]
+    fingerprints: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise ValueError("CachedTeachers needs at least one teacher weight")
+        if self.fingerprints and len(self.fingerprints) != len(self.weights):
+            raise ValueError(f"CachedTeachers: {len(self.weights)} weights but {len(self.fingerprints)} fingerprints")
+        object.__setattr__(self, "weights", [float(w) for w in self.weights])
+        object.__setattr__(self, "fingerprints", [dict(f) for f in self.fingerprints])
+
+    def __len__(self) -> int:
+        return len(self.weights)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections import defaultdict
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformerTrainer
 from torch.utils.data import DataLoader
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determinism, rotate_checkpoints, set_seed
 
 from dalr_hf.checkpoints import (
     HEADS_FILE,
@@ -31,88 +33,196 @@ from dalr_hf.data import (
     TwoSourceDataLoader,
     TwoSourceDataset,
     TwoSourceSchedule,
+    cached_teacher_columns,
     load_paired_dataset,
     load_text_corpus,
     paired_feature_dim,
-    teacher_columns,
 )
 from dalr_hf.distributed import world_size
+from dalr_hf.files import SCHEDULE_FILE
 from dalr_hf.lora import apply_lora, has_lora, load_lora_adapter, merged_lora_view, save_lora_adapter
 from dalr_hf.losses.dalr import DALRLoss
 from dalr_hf.student import record_no_pooling_layer
-from dalr_hf.teachers import TeacherEnsemble
+from dalr_hf.teachers import CachedTeachers, TeacherEnsemble
 from dalr_hf.training_args import DALRTrainingArguments
 
 logger = logging.getLogger(__name__)
 
 
-SCHEDULE_FILE = "dalr_schedule.json"
+SOURCES = ("text", "paired")
+
+
+def build_train_dataset(text_dataset=None, paired_dataset=None, args: DALRTrainingArguments | None = None):
+    """The trainer's ``train_dataset`` from paths or datasets: a ``DatasetDict`` with ``text`` and/or ``paired``.
+
+    ``text_dataset``: a ``.txt`` file (one sentence per line), a saved dataset folder or a ``datasets.Dataset`` with
+    ``text``. ``paired_dataset``: a feature-store folder or a ``datasets.Dataset`` with ``image_id``, ``caption``,
+    ``image_features`` (and optionally ``caption_features``, ``teacher_emb_<k>``). Both are validated (empty lines
+    removed and counted, feature widths and values checked) and stay memory-mapped.
+    """
+    from datasets import DatasetDict
+
+    if text_dataset is None and paired_dataset is None:
+        raise ValueError("DALR training needs a text corpus, image-caption pairs, or both")
+    parts = {}
+    if text_dataset is not None:
+        parts["text"] = load_text_corpus(text_dataset)
+    if paired_dataset is not None:
+        parts["paired"] = load_paired_dataset(
+            paired_dataset,
+            image_feature_dim=args.image_feature_dim if args is not None else None,
+            require_caption_features=bool(args is not None and args.ground_use_caption_branch),
+        )
+    return DatasetDict(parts)
+
+
+def _global_rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_global_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _check_train_dataset(train_dataset):
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(train_dataset, dict) and not isinstance(train_dataset, DatasetDict):
+        train_dataset = DatasetDict(train_dataset)
+    if not isinstance(train_dataset, DatasetDict):
+        raise TypeError(
+            f"train_dataset must be a datasets.DatasetDict with 'text' and/or 'paired', got "
+            f"{type(train_dataset).__name__}; use dalr_hf.trainer.build_train_dataset(text, paired) to build one"
+        )
+    unknown = sorted(set(train_dataset) - set(SOURCES))
+    if unknown or not train_dataset:
+        raise ValueError(f"train_dataset must hold 'text' and/or 'paired' datasets; got keys {sorted(train_dataset)}")
+    for name, ds in train_dataset.items():
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"train_dataset[{name!r}] must be a datasets.Dataset, got {type(ds).__name__}")
+    return train_dataset
 
 
 class DALRTrainer(SentenceTransformerTrainer):
     """Train a SentenceTransformer student with DALR.
 
+    The usual form takes ready parts::
+
+        loss = DALRLoss(student, teachers, preset="clean", image_feature_dim=768)
+        trainer = DALRTrainer(model=student, args=args, loss=loss,
+                              train_dataset=DatasetDict(text=text_ds, paired=paired_ds), evaluator=evaluator)
+
     Args:
         model: the student (see :func:`dalr_hf.student.build_student`).
         args: :class:`~dalr_hf.training_args.DALRTrainingArguments`.
-        text_dataset: text-only corpus: a ``.txt`` path, a saved dataset folder or a ``datasets.Dataset`` with ``text``.
-        paired_dataset: image-caption pairs: a feature-store folder or a ``datasets.Dataset`` with ``image_id``,
-            ``caption``, ``image_features`` (and optionally ``caption_features``, ``teacher_emb_<k>``).
-        teachers: frozen online teachers, or None when the paired dataset carries cached teacher embeddings.
-        teacher_weights: teacher weights for cached embeddings (default: the online teachers' weights).
+        train_dataset: a ``datasets.DatasetDict`` with ``text`` (column ``text``) and/or ``paired`` (``image_id``,
+            ``caption``, ``image_features``, optionally ``caption_features`` and ``teacher_emb_<k>``).
+        loss: a :class:`~dalr_hf.losses.dalr.DALRLoss` built on ``model``. When None, it is built from ``args``
+            (:meth:`DALRLoss.from_training_args`) with ``teachers``/``teacher_weights`` and the data's image width.
         evaluator: a sentence-transformers evaluator (e.g. STS-B dev) run every ``eval_steps``.
+        text_dataset, paired_dataset: convenience instead of ``train_dataset``: paths or datasets, loaded and
+            validated by :func:`build_train_dataset` into the same ``DatasetDict``.
+        teachers, teacher_weights: used only when ``loss`` is None (the loss carries its teachers otherwise).
+
+    Constructing the trainer has no side effects on disk, on the objects passed in or on the global random state.
+    When training starts (:meth:`train`), the global RNGs are seeded with ``args.seed``, the student's
+    ``max_seq_length`` is set to ``args.max_seq_length``, LoRA adapters are injected
+    when ``args.lora`` is set (seeded by ``args.seed``), and ``dalr_schedule.json`` is written to ``output_dir``.
     """
 
     def __init__(
         self,
-        model,
-        args: DALRTrainingArguments,
-        text_dataset=None,
-        paired_dataset=None,
-        teachers: TeacherEnsemble | None = None,
-        teacher_weights: list[float] | None = None,
+        model=None,
+        args: DALRTrainingArguments | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        loss: DALRLoss | None = None,
         evaluator=None,
         callbacks=None,
+        *,
+        text_dataset=None,
+        paired_dataset=None,
+        teachers: TeacherEnsemble | CachedTeachers | None = None,
+        teacher_weights: list[float] | None = None,
         **kwargs,
     ) -> None:
         if not isinstance(args, DALRTrainingArguments):
             raise TypeError(f"args must be DALRTrainingArguments, got {type(args).__name__}")
-        if text_dataset is None and paired_dataset is None:
-            raise ValueError("DALRTrainer needs a text corpus, image-caption pairs, or both")
-        text = load_text_corpus(text_dataset) if text_dataset is not None else None
-        paired = None
-        image_dim = None
-        if paired_dataset is not None:
-            paired = load_paired_dataset(
-                paired_dataset,
-                image_feature_dim=args.image_feature_dim,
-                require_caption_features=args.ground_use_caption_branch,
-            )
-            image_dim = paired_feature_dim(paired)
-            cached = teacher_columns(paired)
-            if cached:
-                if teacher_weights is None and teachers is None:
-                    raise ValueError(
-                        f"the paired dataset carries cached teacher columns {cached}; pass "
-                        "teacher_weights (or the online teachers) so they can be weighted"
-                    )
-                n_weights = len(teacher_weights) if teacher_weights is not None else len(teachers)
-                if n_weights != len(cached):
-                    raise ValueError(f"{len(cached)} cached teacher columns but {n_weights} teachers/weights")
-                if teachers is not None and not args.use_g2l:
-                    logger.info("cached teacher embeddings found: online teachers will not run")
-            elif teachers is None:
-                raise ValueError(
-                    "image-caption training needs teachers: pass `teachers`, or attach a teacher cache "
-                    "(dalr_hf.features.attach_teacher_cache) to the paired dataset"
+        if model is None:
+            raise ValueError("DALRTrainer needs the student model (model=...)")
+        if train_dataset is not None:
+            if text_dataset is not None or paired_dataset is not None:
+                raise ValueError("pass either train_dataset (a DatasetDict) or text_dataset/paired_dataset, not both")
+            train_dataset = _check_train_dataset(train_dataset)
+            train_dataset = build_train_dataset(train_dataset.get("text"), train_dataset.get("paired"), args)
+        else:
+            train_dataset = build_train_dataset(text_dataset, paired_dataset, args)
+        text, paired = train_dataset.get("text"), train_dataset.get("paired")
+        image_dim = paired_feature_dim(paired) if paired is not None else None
+
+        if loss is None:
+            if paired is not None and teachers is None and teacher_weights is None:
+                hint = (
+                    "pass `teachers` (or teacher_weights for its cached teacher columns)"
+                    if cached_teacher_columns(paired)
+                    else "pass `teachers`, or attach a teacher cache (dalr_hf.features.attach_teacher_cache) to the "
+                    "paired dataset"
                 )
-        if args.eval_strategy != "no" and evaluator is None and kwargs.get("eval_dataset") is None:
+                raise ValueError(f"image-caption training needs teachers: {hint}")
+            loss = DALRLoss.from_training_args(
+                model, args, teachers, image_feature_dim=image_dim, teacher_weights=teacher_weights
+            )
+        else:
+            if not isinstance(loss, DALRLoss):
+                raise TypeError(f"loss must be a DALRLoss, got {type(loss).__name__}")
+            if teachers is not None or teacher_weights is not None:
+                raise ValueError("teachers/teacher_weights are for building the loss; the given loss carries its own")
+            if loss.model is not model:
+                raise ValueError("the loss was built on another model than the one passed as model=")
+            differ = {
+                name: (getattr(args, name), value)
+                for name, value in loss.settings.to_dict().items()
+                if getattr(args, name) != value
+            }
+            if differ:
+                logger.info(
+                    "the given loss's settings differ from the training arguments' loss fields %s (args, loss): the "
+                    "loss's settings are the ones trained and recorded",
+                    differ,
+                )
+            if paired is not None and loss.image_feature_dim != image_dim:
+                raise ValueError(
+                    f"the paired dataset's image features are {image_dim}-d but the loss was built with "
+                    f"image_feature_dim={loss.image_feature_dim}"
+                )
+        if paired is not None:
+            cached = cached_teacher_columns(paired)
+            if cached:
+                if len(cached) != len(loss.teacher_weights):
+                    raise ValueError(
+                        f"the paired dataset carries {len(cached)} cached teacher columns {cached} but the loss has "
+                        f"{len(loss.teacher_weights)} teacher weights"
+                    )
+                if loss.teachers is not None and not loss.settings.use_g2l:
+                    logger.info("cached teacher embeddings found: online teachers will not run")
+            elif loss.teachers is None:
+                raise ValueError(
+                    "the paired dataset has no cached teacher_emb_<k> columns and the loss has no online teachers; "
+                    "pass teachers, or attach a teacher cache (dalr_hf.features.attach_teacher_cache)"
+                )
+        if args.eval_strategy != "no" and evaluator is None and eval_dataset is None:
             raise ValueError(
                 "eval_strategy is not 'no' but no evaluator was given; pass e.g. "
                 "dalr_hf.evaluation.SentEvalEvaluator() (STS-B dev) or set eval_strategy='no'"
             )
 
-        model.max_seq_length = args.max_seq_length
         self.schedule = TwoSourceSchedule(
             num_text=len(text) if text is not None else 0,
             num_paired=len(paired) if paired is not None else 0,
@@ -122,54 +232,110 @@ class DALRTrainer(SentenceTransformerTrainer):
             seed=args.seed,
             drop_last_paired=bool(args.drop_last_paired),
         )
-        summary = self.schedule.summary()
-        logger.info("DALR schedule: %s", json.dumps(summary))
-        if args.lora and not has_lora(model):
-            # Before the optimizer exists, so that it holds only the adapters (and the heads); seeded like the heads.
-            torch.manual_seed(args.seed)
-            apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
-        torch.manual_seed(args.seed)  # the heads' initialisation is part of the run's identity
-        loss = DALRLoss(model, args, image_feature_dim=image_dim, teachers=teachers, teacher_weights=teacher_weights)
         collator = DALRDataCollator(model.tokenizer, max_seq_length=args.max_seq_length)
+        output_dir_existed = os.path.exists(args.output_dir)
+        rng_states = _global_rng_states()  # transformers.Trainer seeds the global RNGs in its constructor
         super().__init__(
             model=model,
             args=args,
             train_dataset=None,
+            eval_dataset=eval_dataset,
             loss=loss,
             evaluator=evaluator,
             data_collator=collator,
             callbacks=callbacks,
             **kwargs,
         )
-        self.train_dataset = TwoSourceDataset(text, paired)
-        self.teachers = teachers
+        _restore_global_rng_states(rng_states)  # seeding happens when training starts (prepare_for_training)
+        if not output_dir_existed and os.path.isdir(args.output_dir) and not os.listdir(args.output_dir):
+            # transformers.Trainer creates output_dir in its constructor; nothing is written until training starts
+            os.rmdir(args.output_dir)
+        self.train_dataset = train_dataset
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_counts: dict[str, int] = defaultdict(int)
         self._paired_steps = 0
         self._steps = 0
+        self._source_steps = {"text": 0, "paired": 0}
+        self._truncation = {"num_truncated": 0, "num_sentences": 0}
         self._identity: dict | None = None
+
+    @property
+    def teachers(self) -> TeacherEnsemble | None:
+        """The loss's online teachers (None when training from cached teacher embeddings)."""
+        return self.loss.teachers
+
+    def method_config(self) -> dict:
+        """The run's method fields: the training arguments' own, with the loss settings as the loss has them."""
+        return {**self.args.method_config(), **self.loss.settings.to_dict()}
+
+    def teacher_fingerprints(self) -> list[dict] | None:
+        """The identity of the teachers (online or cached), as recorded in checkpoints and the model card."""
+        return self.loss.teacher_fingerprints
+
+    # -- start of training ------------------------------------------------------------------------------------------
+    def prepare_for_training(self) -> None:
+        """What training changes before its first step (called by :meth:`train`; safe to call twice).
+
+        Seeds the global RNGs with ``args.seed`` (as ``transformers.Trainer`` does in its constructor); sets the
+        student's ``max_seq_length``; with ``args.lora``, injects LoRA adapters into the student's backbone
+        (seeded by ``args.seed`` on a forked RNG, before the optimizer exists so that it holds only the adapters and
+        the heads); writes ``dalr_schedule.json`` (the schedule, the loss settings and the term weights).
+        """
+        # transformers.Trainer seeds in its constructor; here it happens when training starts instead
+        enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
+        self.model.max_seq_length = self.args.max_seq_length
+        self._apply_lora_from_args()
+        summary = self.schedule.summary()
+        logger.info("DALR schedule: %s", json.dumps(summary))
         if self.args.should_save:
             os.makedirs(self.args.output_dir, exist_ok=True)
             with open(os.path.join(self.args.output_dir, SCHEDULE_FILE), "w") as f:
                 json.dump(
                     {
                         "schedule": summary,
-                        "method": self.args.method_config(),
-                        "effective_weights": self.args.effective_weights(),
+                        "method": self.method_config(),
+                        "loss": self.loss.get_config_dict(),
+                        "effective_weights": self.loss.weights,
                     },
                     f,
                     indent=2,
                     default=str,
                 )
 
+    def _apply_lora_from_args(self) -> None:
+        if not self.args.lora or has_lora(self.model):
+            return
+        if self.optimizer is not None:
+            raise ValueError("args.lora: the optimizer already exists; LoRA must be applied before it is created")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.args.seed)
+            apply_lora(
+                self.model,
+                self.args.lora_r,
+                self.args.lora_alpha,
+                self.args.lora_dropout,
+                self.args.lora_target_modules,
+            )
+
     # -- data -------------------------------------------------------------------------------------------------------
+    def get_multi_dataset_batch_sampler(self, dataset, batch_samplers=None, generator=None, seed=0):
+        """The two-source schedule (:class:`~dalr_hf.data.TwoSourceBatchSampler`) for this process.
+
+        DALR's interleaving of the ``text`` and ``paired`` datasets is part of the method, so it takes the place of
+        ``args.multi_dataset_batch_sampler``; the per-dataset ``batch_samplers`` are not used.
+        """
+        return TwoSourceBatchSampler(
+            dataset, self.schedule, num_replicas=self.args.world_size, rank=self.args.process_index
+        )
+
     def get_train_dataloader(self) -> DataLoader:
         # Not passed through accelerator.prepare: its batch-sampler sharding would give processes different batches
         # (and so different kinds of step). Every process walks the same schedule and takes its share of each batch;
         # the Trainer moves inputs to the device itself.
-        sampler = TwoSourceBatchSampler(self.schedule, num_replicas=self.args.world_size, rank=self.args.process_index)
+        dataset = TwoSourceDataset(self.train_dataset.get("text"), self.train_dataset.get("paired"))
+        sampler = self.get_multi_dataset_batch_sampler(dataset, seed=self.args.seed)
         self._train_dataloader = TwoSourceDataLoader(
-            self.train_dataset,
+            dataset,
             batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
@@ -183,11 +349,16 @@ class DALRTrainer(SentenceTransformerTrainer):
         loss_fn = self.loss
         if model is self.model_wrapped and loss_fn.model is not model:
             loss_fn = self.override_model_in_loss(loss_fn, model)
+        counts = {k: inputs.pop(k) for k in DALRDataCollator.COUNT_KEYS if k in inputs}
         terms = loss_fn(inputs)
         total = torch.stack(list(terms.values())).sum()
         if model.training:
+            paired = bool(inputs.get("paired", False))
             self._steps += 1
-            self._paired_steps += int(bool(inputs.get("paired", False)))
+            self._paired_steps += int(paired)
+            self._source_steps["paired" if paired else "text"] += 1
+            for key, value in counts.items():
+                self._truncation[key] += int(value)
             for name, value in terms.items():
                 self._term_sums[name] += float(value.detach())
                 self._term_counts[name] += 1
@@ -258,7 +429,7 @@ class DALRTrainer(SentenceTransformerTrainer):
             self._identity = json.loads(
                 json.dumps(
                     {
-                        "method": self.args.method_config(),
+                        "method": self.method_config(),
                         "schedule": {
                             k: self.schedule.summary()[k]
                             for k in ("num_text", "num_paired", "batch_size", "paired_batch_size", "steps_per_epoch")
@@ -270,7 +441,7 @@ class DALRTrainer(SentenceTransformerTrainer):
                             "num_parameters": sum(p.numel() for p in backbone.parameters()),
                         },
                         "heads": heads,
-                        "teachers": self.teachers.fingerprints() if self.teachers is not None else None,
+                        "teachers": self.teacher_fingerprints(),
                     },
                     default=str,
                 )
@@ -298,6 +469,7 @@ class DALRTrainer(SentenceTransformerTrainer):
             torch.distributed.barrier()
 
     def _load_from_checkpoint(self, checkpoint_path: str, *args, **kwargs) -> None:
+        self._apply_lora_from_args()  # a LoRA checkpoint is loaded into the adapters
         if has_lora(self.model):
             # The folder's weights are merged; the frozen base weights are already in memory: load only the adapters.
             load_lora_adapter(self.model, checkpoint_path)
@@ -323,14 +495,33 @@ class DALRTrainer(SentenceTransformerTrainer):
             if resume_from_checkpoint is None:
                 raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
             logger.info("resuming from %s", resume_from_checkpoint)
+        self.prepare_for_training()
         if isinstance(resume_from_checkpoint, str):
             verify_checkpoint(resume_from_checkpoint, self.run_identity())
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        if world_size() > 1:
+            # Every process counted its own share of each batch: sum the shares (all processes reach this point).
+            counts = torch.tensor(
+                [self._truncation["num_truncated"], self._truncation["num_sentences"]], device=self.args.device
+            )
+            torch.distributed.all_reduce(counts)
+            self._truncation = {"num_truncated": int(counts[0]), "num_sentences": int(counts[1])}
+        logger.info(
+            "DALR training took %d text-only and %d image-caption steps (schedule: %s interleaving)",
+            self._source_steps["text"],
+            self._source_steps["paired"],
+            self.schedule.interleave,
+        )
+        return output
+
+    def source_steps(self) -> dict[str, int]:
+        """Optimizer steps taken from each source in this process's training so far (after a resume: since it)."""
+        return dict(self._source_steps)
 
     def truncation_report(self) -> dict:
-        collator = self.data_collator
+        """Sentences seen in training and how many were truncated to ``max_seq_length`` (all processes)."""
         return {
-            "sentences_seen": collator.seen,
-            "truncated": collator.truncated,
-            "max_seq_length": collator.max_seq_length,
+            "sentences_seen": self._truncation["num_sentences"],
+            "truncated": self._truncation["num_truncated"],
+            "max_seq_length": self.data_collator.max_seq_length,
         }

@@ -1,7 +1,7 @@
-"""DALRTrainingArguments: sentence-transformers' training arguments plus every DALR hyper-parameter.
+"""DALRTrainingArguments: sentence-transformers' training arguments plus the DALR loss settings.
 
-Method fields default to ``None`` and are filled from the chosen ``preset`` (method.md §1.8) in ``__post_init__``;
-any field set explicitly wins over the preset. Trainer defaults that the reference changes (AdamW eps 1e-6, no
+The loss settings are defined once, in :class:`dalr_hf.losses.presets.LossSettings`, and inherited here; fields left
+at ``None`` are filled from the chosen ``preset`` in ``__post_init__``, and any field set explicitly wins over it. Trainer defaults that the reference changes (AdamW eps 1e-6, no
 warmup, no weight decay, evaluation every 125 steps on STS-B dev, best checkpoint kept) are the defaults here.
 """
 
@@ -11,76 +11,20 @@ from dataclasses import dataclass, field, fields
 
 from sentence_transformers import SentenceTransformerTrainingArguments
 
-PRESETS: dict[str, dict] = {
-    # The authors' math, with the engineering fixes of method.md §7 that do not change it.
-    "reference": {
-        "arc_margin_text": 0.18,
-        "arc_margin_ground": 0.18,
-        "adaptive_margin_ground": True,
-        "cons_weight": 0.01,
-        "mismatch": "roll5",
-        "use_g2l": True,
-        "g2l_norm": "token_axis",
-        "ground_weight_location": "inside_cml",
-        "ground_weight": 0.1,
-        "kl_margin": True,
-        "listmle_exact": False,
-        "teacher_sim_fp16": True,
-        "drop_last_paired": False,
-    },
-    # The paper summary's reading: plain cosines, consistency weight 1 with a random derangement, no g2l,
-    # grounding in the baseline with its own weight.
-    "paper": {
-        "arc_margin_text": 0.0,
-        "arc_margin_ground": 0.0,
-        "adaptive_margin_ground": False,
-        "cons_weight": 1.0,
-        "mismatch": "derangement",
-        "use_g2l": False,
-        "g2l_norm": "feature_axis",
-        "ground_weight_location": "baseline",
-        "ground_weight": 0.1,
-        "kl_margin": False,
-        "listmle_exact": True,
-        "teacher_sim_fp16": False,
-        "drop_last_paired": False,
-    },
-    # Reference math with its numerical and data quirks fixed.
-    "clean": {
-        "arc_margin_text": 0.18,
-        "arc_margin_ground": 0.18,
-        "adaptive_margin_ground": True,
-        "cons_weight": 0.01,
-        "mismatch": "derangement",
-        "use_g2l": True,
-        "g2l_norm": "feature_axis",
-        "ground_weight_location": "inside_cml",
-        "ground_weight": 0.1,
-        "kl_margin": True,
-        "listmle_exact": True,
-        "teacher_sim_fp16": False,
-        "drop_last_paired": True,
-    },
-}
+from dalr_hf.losses.presets import PRESETS, LossSettings, preset_help
 
-_CHOICES = {
-    "preset": tuple(PRESETS),
-    "mismatch": ("roll5", "derangement"),
-    "g2l_norm": ("token_axis", "feature_axis"),
-    "ground_weight_location": ("inside_cml", "baseline"),
-    "cma_space": ("mlp_vs_clip", "grounding"),
-    "teacher_t2t": ("mix_features", "mix_similarities"),
-    "distillation_loss": ("listmle", "listnet"),
-}
-
-
-def _preset_help(name: str, text: str) -> dict:
-    return {"help": f"{text} Default: from `preset` ({', '.join(f'{p}={v[name]}' for p, v in PRESETS.items())})."}
+__all__ = ["PRESETS", "DALRTrainingArguments"]
 
 
 @dataclass
-class DALRTrainingArguments(SentenceTransformerTrainingArguments):
-    """Training arguments for :class:`~dalr_hf.trainer.DALRTrainer` (method.md §1, §3)."""
+class DALRTrainingArguments(SentenceTransformerTrainingArguments, LossSettings):
+    """Training arguments for :class:`~dalr_hf.trainer.DALRTrainer`.
+
+    The loss settings (``preset``, temperatures, margins, weights, ...) are the fields of
+    :class:`~dalr_hf.losses.presets.LossSettings`, inherited here so that one YAML file or command line configures
+    both; :meth:`loss_kwargs` hands them to :class:`~dalr_hf.losses.dalr.DALRLoss`. The fields below are what the
+    Trainer, the data pipeline and LoRA need.
+    """
 
     # ---- reference optimisation defaults (method.md §3) ----
     learning_rate: float = field(
@@ -122,119 +66,16 @@ class DALRTrainingArguments(SentenceTransformerTrainingArguments):
     )
     logging_steps: float = field(default=25, metadata={"help": "Log every N steps (each loss term separately)."})
 
-    # ---- method ----
-    preset: str = field(
-        default="reference",
-        metadata={"help": "Defaults for the method fields: reference | paper | clean (method.md §1.8)."},
-    )
+    # ---- data and schedule ----
     paired_batch_size: int | None = field(
         default=None, metadata={"help": "Pairs per image-caption batch (default: the text batch size)."}
     )
     max_seq_length: int = field(
         default=32, metadata={"help": "Student token length; longer sentences are truncated and counted."}
     )
-    temperature: float = field(default=0.05, metadata={"help": "Text InfoNCE temperature tau."})
-    temperature_vl: float = field(default=0.05, metadata={"help": "Text-to-image grounding temperature tau_vl."})
-    arc_margin_text: float | None = field(
-        default=None,
-        metadata=_preset_help("arc_margin_text", "Angular margin m1 on text-text and CMA logits (0 = plain SimCSE)."),
-    )
-    arc_margin_ground: float | None = field(
-        default=None, metadata=_preset_help("arc_margin_ground", "Angular margin m2 in the grounding space.")
-    )
-    adaptive_margin_ground: bool | None = field(
-        default=None,
-        metadata=_preset_help("adaptive_margin_ground", "Scale the grounding margin by (1 - image-image cosine)."),
-    )
-    proj_dim: int = field(default=256, metadata={"help": "Grounding projection width P."})
-    sim_dim: int = field(default=256, metadata={"help": "Consistency tower output width S."})
-    cml_weight: float = field(default=0.1, metadata={"help": "lambda: weight of the cross-modal terms L_CML."})
-    iml_weight: float = field(default=0.2, metadata={"help": "mu: weight of the intra-modal terms L_IML."})
-    cons_weight: float | None = field(
-        default=None, metadata=_preset_help("cons_weight", "Weight of L_cons inside L_CML.")
-    )
-    cons_margin: float = field(
-        default=0.2, metadata={"help": "Cosine-embedding margin of L_cons for mismatched pairs."}
-    )
-    mismatch: str | None = field(
-        default=None,
-        metadata=_preset_help(
-            "mismatch",
-            "Mismatched images for L_cons: roll5 (reference) or a random derangement avoiding the same image.",
-        ),
-    )
-    ground_weight_location: str | None = field(
-        default=None,
-        metadata=_preset_help(
-            "ground_weight_location", "inside_cml: L_ground weighted by lambda; baseline: by ground_weight."
-        ),
-    )
-    ground_weight: float | None = field(
-        default=None, metadata=_preset_help("ground_weight", "Weight of L_ground when ground_weight_location=baseline.")
-    )
-    ground_use_caption_branch: bool = field(
-        default=False,
-        metadata={"help": "Add KDMCSE's grounding term against CLIP caption features (needs caption_features)."},
-    )
-    cma_space: str = field(
-        default="mlp_vs_clip",
-        metadata={
-            "help": "Student text-to-image distribution: mlp_vs_clip (reference; needs student width == image width) or grounding."
-        },
-    )
-    teacher_t2t: str = field(
-        default="mix_features",
-        metadata={
-            "help": "Teacher text-text target: mix_features (reference) or mix_similarities (teachers of any width)."
-        },
-    )
-    kl_margin: bool | None = field(
-        default=None, metadata=_preset_help("kl_margin", "Apply the angular margin to the KL student logits.")
-    )
-    kl_student_temp: float = field(default=0.45, metadata={"help": "tau_s, applied on top of 1/temperature."})
-    kl_teacher_temp: float = field(default=0.5, metadata={"help": "tau_t of the teacher distributions."})
-    kl_student_temp_total: float | None = field(
-        default=None,
-        metadata={
-            "help": "If set, the effective student KL temperature on cosines (overrides kl_student_temp = total / temperature)."
-        },
-    )
-    distillation_loss: str = field(
-        default="listmle", metadata={"help": "Rank distillation: listmle (DALR scripts) or listnet."}
-    )
-    listmle_exact: bool | None = field(
-        default=None,
-        metadata=_preset_help(
-            "listmle_exact", "Exact ListMLE (log-cumsum-exp) instead of the reference's eps formula."
-        ),
-    )
-    rank_weight: float = field(default=1.0, metadata={"help": "gamma: weight of the rank loss inside L_IML."})
-    rank_teacher_temp: float = field(default=0.05, metadata={"help": "tau2 of the teacher rank scores."})
-    use_g2l: bool | None = field(
-        default=None,
-        metadata=_preset_help(
-            "use_g2l", "Use the global-to-local term (needs online teachers of the student's width)."
-        ),
-    )
-    g2l_norm: str | None = field(
-        default=None,
-        metadata=_preset_help("g2l_norm", "g2l token normalisation: token_axis (reference bug) or feature_axis."),
-    )
-    teacher_sim_fp16: bool | None = field(
-        default=None,
-        metadata=_preset_help(
-            "teacher_sim_fp16", "Round teacher embeddings to fp16 before cosines (the reference's --fp16)."
-        ),
-    )
-    mask_same_image_negatives: bool = field(
-        default=True,
-        metadata={"help": "Exclude other captions of the same image from the negatives of the cross-modal terms."},
-    )
     drop_last_paired: bool | None = field(
         default=None,
-        metadata=_preset_help(
-            "drop_last_paired", "Drop the last partial image-caption batch (tiny BatchNorm batches)."
-        ),
+        metadata=preset_help("drop_last_paired", "Drop the last partial image-caption batch (tiny BatchNorm batches)."),
     )
     image_feature_dim: int | None = field(
         default=None,
@@ -269,32 +110,7 @@ class DALRTrainingArguments(SentenceTransformerTrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset={self.preset!r} is not one of {tuple(PRESETS)}")
-        for name, value in PRESETS[self.preset].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        for name in _CHOICES:
-            if getattr(self, name) not in _CHOICES[name]:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {_CHOICES[name]}")
-        positive = ("temperature", "temperature_vl", "kl_student_temp", "kl_teacher_temp", "rank_teacher_temp")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.kl_student_temp_total is not None:
-            if not self.kl_student_temp_total > 0:
-                raise ValueError(f"kl_student_temp_total must be > 0, got {self.kl_student_temp_total}")
-            self.kl_student_temp = self.kl_student_temp_total / self.temperature
-        for name in ("arc_margin_text", "arc_margin_ground"):
-            if not 0 <= getattr(self, name) < 3.14159:
-                raise ValueError(f"{name} is an angle in radians in [0, pi); got {getattr(self, name)}")
-        non_negative = ("cml_weight", "iml_weight", "cons_weight", "ground_weight", "rank_weight", "cons_margin")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("proj_dim", "sim_dim", "max_seq_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.resolve_and_check()  # the loss settings: preset values, choices and ranges
         if self.max_seq_length < 2:
             raise ValueError("max_seq_length must leave room for [CLS] and [SEP]")
         if self.paired_batch_size is not None and self.paired_batch_size < 1:
@@ -321,17 +137,3 @@ class DALRTrainingArguments(SentenceTransformerTrainingArguments):
             f.name for f in fields(SentenceTransformerTrainingArguments)
         }
         return {name: getattr(self, name) for name in sorted(own)}
-
-    def effective_weights(self) -> dict[str, float]:
-        """Weight of each term on a paired batch (method.md §1.8)."""
-        lam, mu = self.cml_weight, self.iml_weight
-        ground = lam if self.ground_weight_location == "inside_cml" else self.ground_weight
-        return {
-            "L_info": 1.0,
-            "L_ground": ground,
-            "L_cma": lam,
-            "L_cons": lam * self.cons_weight,
-            "L_ima": mu,
-            "L_rank": mu * self.rank_weight,
-            "L_g2l": mu if self.use_g2l else 0.0,
-        }

@@ -66,3 +66,22 @@ def tiny_data(
         }
     )
     return text, paired
+
+
+def tiny_training_args(tmp_path, **overrides):
+    """DALRTrainingArguments for a short CPU run in ``tmp_path / "out"``: batch 8, one epoch, no eval or saving."""
+    from dalr_hf.training_args import DALRTrainingArguments
+
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        logging_steps=1,
+        report_to="none",
+        learning_rate=1e-3,
+    )
+    values.update(overrides)
+    return DALRTrainingArguments(**values)

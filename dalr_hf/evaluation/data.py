@@ -44,7 +44,8 @@ STS_YEAR_SUBSETS: dict[str, tuple[str, ...]] = {
     "STS16": ("answer-answer", "headlines", "plagiarism", "postediting", "question-question"),
 }
 
-_ALIASES: dict[str, str] = {
+# Every accepted spelling of a task name (lower case) -> its canonical name; the one definition of task aliases.
+TASK_ALIASES: dict[str, str] = {
     "sts-b": "STSBenchmark",
     "stsb": "STSBenchmark",
     "stsbenchmark": "STSBenchmark",
@@ -58,7 +59,10 @@ _ALIASES: dict[str, str] = {
     "sst-2": "SST2",
 }
 for _name in (*ALL_STS_TASKS, *TRANSFER_TASKS):
-    _ALIASES[_name.lower()] = _name
+    TASK_ALIASES[_name.lower()] = _name
+for _name, _display in DISPLAY_NAMES.items():
+    TASK_ALIASES.setdefault(_display.lower(), _name)
+_ALIASES = TASK_ALIASES
 _GROUPS: dict[str, tuple[str, ...]] = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "all": STS_TASKS + TRANSFER_TASKS}
 
 
@@ -94,6 +98,11 @@ def resolve_tasks(tasks: str | Sequence[str]) -> list[str]:
 
 def display_name(task: str) -> str:
     return DISPLAY_NAMES.get(task, task)
+
+
+def canonical_task_name(name: str) -> str:
+    """The canonical name of a task spelled any accepted way (``STS-B``, ``sickr``, ...); unknown names unchanged."""
+    return TASK_ALIASES.get(name.strip().lower(), name)
 
 
 # --------------------------------------------------------------------------------------------------------------

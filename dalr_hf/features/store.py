@@ -16,7 +16,6 @@ shard and memory stays bounded by one shard), then concatenated memory-mapped in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ import datasets
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset, Features, Value, concatenate_datasets
+
+from dalr_hf.files import file_sha256, json_sha256, write_json_atomic  # noqa: F401  (re-exported for features/)
 
 try:  # datasets >= 4 calls a (fixed-length) list feature `List`; 3.x calls it `Sequence`
     from datasets import List as ListFeature
@@ -54,30 +55,6 @@ _DATASET_FILES = ("state.json", "dataset_info.json")
 # ---------------------------------------------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------------------------------------------
-def json_sha256(value: Any) -> str:
-    """sha256 of a JSON value with sorted keys (a stable identity for configurations)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace``, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_json(path: str | os.PathLike, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:

@@ -1,25 +1,16 @@
-"""DALR loss terms: one module per term, each with its math in a plain-tensor function (method.md §1)."""
+"""The DALR objective: the composite :class:`DALRLoss`, its presets and settings, and one module per term.
+
+Each term is a thin ``nn.Module`` over a plain-tensor function holding its math (see ``docs/method.md``, Loss
+terms). Helpers used by the terms (finiteness checks, mismatch sampling, teacher distributions, ...) stay in their
+submodules.
+"""
 
 from __future__ import annotations
 
-from dalr_hf.losses._checks import check_finite
-from dalr_hf.losses.arc_similarity import (
-    ArcSimilarity,
-    arc_margin_from_cosine,
-    arc_margin_from_cosine_arccos,
-    arc_similarity,
-    arc_similarity_arccos,
-    pairwise_cosine,
-)
-from dalr_hf.losses.consistency import (
-    MISMATCH_MODES,
-    ConsistencyLoss,
-    consistency_loss,
-    embedding_cosine,
-    sample_mismatch,
-)
+from dalr_hf.losses.arc_similarity import ArcSimilarity, arc_similarity
+from dalr_hf.losses.consistency import MISMATCH_MODES, ConsistencyLoss, consistency_loss
 from dalr_hf.losses.dalr import TERMS, DALRLoss, MLPPooler
-from dalr_hf.losses.g2l import G2L_NORMS, GlobalToLocalLoss, global_to_local, mix_token_states
+from dalr_hf.losses.g2l import G2L_NORMS, GlobalToLocalLoss, global_to_local
 from dalr_hf.losses.grounding import GroundingLoss, grounding_contrastive
 from dalr_hf.losses.info_nce import InfoNCELoss, info_nce
 from dalr_hf.losses.kl import (
@@ -27,16 +18,15 @@ from dalr_hf.losses.kl import (
     CrossModalAlignmentLoss,
     IntraModalAlignmentLoss,
     cross_modal_alignment,
-    image_distribution,
     intra_modal_alignment,
-    kl_batchmean,
-    teacher_text_distribution,
 )
-from dalr_hf.losses.rank import RANK_METHODS, RankDistillationLoss, listmle, listnet, teacher_rank_scores
+from dalr_hf.losses.presets import PRESETS, LossSettings, effective_weights
+from dalr_hf.losses.rank import RANK_METHODS, RankDistillationLoss, listmle, listnet
 
 __all__ = [
     "G2L_NORMS",
     "MISMATCH_MODES",
+    "PRESETS",
     "RANK_METHODS",
     "TEACHER_T2T_MODES",
     "TERMS",
@@ -48,27 +38,17 @@ __all__ = [
     "GroundingLoss",
     "InfoNCELoss",
     "IntraModalAlignmentLoss",
+    "LossSettings",
     "MLPPooler",
     "RankDistillationLoss",
-    "arc_margin_from_cosine",
-    "arc_margin_from_cosine_arccos",
     "arc_similarity",
-    "arc_similarity_arccos",
-    "check_finite",
     "consistency_loss",
     "cross_modal_alignment",
-    "embedding_cosine",
+    "effective_weights",
     "global_to_local",
     "grounding_contrastive",
-    "image_distribution",
     "info_nce",
     "intra_modal_alignment",
-    "kl_batchmean",
     "listmle",
     "listnet",
-    "mix_token_states",
-    "pairwise_cosine",
-    "sample_mismatch",
-    "teacher_rank_scores",
-    "teacher_text_distribution",
 ]

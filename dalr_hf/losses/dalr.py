@@ -29,8 +29,9 @@ from dalr_hf.losses.kl import (
     image_distribution,
     teacher_text_distribution,
 )
+from dalr_hf.losses.presets import DALR_CITATION, LossSettings
 from dalr_hf.losses.rank import RankDistillationLoss, teacher_rank_scores
-from dalr_hf.teachers import TeacherEnsemble, TeacherOutput
+from dalr_hf.teachers import CachedTeachers, TeacherEnsemble, TeacherOutput
 
 logger = logging.getLogger(__name__)
 
@@ -51,49 +52,138 @@ class MLPPooler(nn.Module):
 
 
 class DALRLoss(nn.Module):
-    """The full DALR objective. ``forward(batch)`` returns ``{term: weighted value}`` (float32 scalars).
+    """The full DALR objective, configured by keyword arguments like sentence-transformers' losses.
+
+    ``forward(batch)`` returns ``{term: weighted value}`` (float32 scalars); the Trainer sums them.
 
     Args:
-        model: the student SentenceTransformer (Transformer + CLS pooling).
-        args: a :class:`~dalr_hf.training_args.DALRTrainingArguments` (its method fields, after the preset).
-        image_feature_dim: width D of the image features, or None for text-only training (SimCSE).
-        teachers: frozen :class:`~dalr_hf.teachers.TeacherEnsemble` for online teachers, or None when every paired
-            batch carries cached ``teacher_emb_<k>`` columns.
-        teacher_weights: the teachers' weights (alpha) when only cached embeddings are used.
+        model: the student SentenceTransformer.
+        teachers: frozen online :class:`~dalr_hf.teachers.TeacherEnsemble`; or
+            :class:`~dalr_hf.teachers.CachedTeachers` (weights and fingerprints only) when every paired batch carries
+            cached ``teacher_emb_<k>`` columns; or None for text-only training (SimCSE).
+        preset: ``"reference"``, ``"paper"`` or ``"clean"``: the defaults of the settings left unset
+            (``dalr_hf.losses.presets.PRESETS``).
+        image_feature_dim: width D of the image features, or None for text-only training.
+        teacher_weights: the teachers' weights (alpha) when only cached embeddings are used and ``teachers`` is None.
+        seed: seeds the heads' initialisation (without touching the global RNG) and the loss's own generator.
+        gather_across_devices: multi-process: every in-batch term sees the global batch.
+        **settings: any field of :class:`~dalr_hf.losses.presets.LossSettings` (``cml_weight``, ``iml_weight``,
+            ``cons_weight``, ``arc_margin_text``, ``use_g2l``, ``mismatch``, ...); an unknown name is refused with the
+            nearest valid one.
+
+    The resolved settings are ``loss.settings`` (one :class:`~dalr_hf.losses.presets.LossSettings`); the weight of
+    each term is ``loss.weights``.
+
+    Example::
+
+        loss = DALRLoss(student, teachers, preset="clean", image_feature_dim=768, cml_weight=0.05, use_g2l=False)
     """
+
+    citation = DALR_CITATION
 
     def __init__(
         self,
         model,
-        args,
+        teachers: TeacherEnsemble | CachedTeachers | None = None,
+        preset: str = "reference",
+        *,
         image_feature_dim: int | None = None,
-        teachers: TeacherEnsemble | None = None,
         teacher_weights: list[float] | None = None,
+        seed: int = 1,
+        gather_across_devices: bool = False,
+        **settings,
     ) -> None:
         super().__init__()
+        if hasattr(teachers, "loss_kwargs") or hasattr(preset, "loss_kwargs"):
+            raise TypeError(
+                "DALRLoss is configured by keyword arguments, not by training arguments: use "
+                "DALRLoss.from_training_args(model, args, ...) or "
+                "DALRLoss(model, teachers, args.preset, **args.loss_kwargs())"
+            )
+        self.settings = LossSettings.from_kwargs(preset=preset, **settings)
         self.model = model
-        self.args = args
+        self.seed = int(seed)
+        self.gather_across_devices = bool(gather_across_devices)
         hidden = int(model[0].get_embedding_dimension())
         self.hidden_size = hidden
         self.image_feature_dim = image_feature_dim
-        self.mlp = MLPPooler(hidden)
-        self.info_nce = InfoNCELoss(margin=args.arc_margin_text, temperature=args.temperature)
-        self.weights = args.effective_weights()
-        # Not registered as a submodule on purpose (method.md P9): see the module docstring.
-        self.teachers = teachers
-        self.teacher_weights = (
-            list(teacher_weights)
-            if teacher_weights is not None
-            else (teachers.weights if teachers is not None else None)
-        )
+        self.weights = self.settings.effective_weights()
+        # Online teachers are held as a plain attribute, not registered as a submodule on purpose: see the module
+        # docstring. Cached teachers contribute only their weights and fingerprints.
+        online = teachers if isinstance(teachers, TeacherEnsemble) else None
+        if teachers is not None and online is None and not isinstance(teachers, CachedTeachers):
+            raise TypeError(
+                f"teachers must be a TeacherEnsemble, CachedTeachers or None, got {type(teachers).__name__}"
+            )
+        self.teachers = online
+        if teacher_weights is not None:
+            self.teacher_weights = [float(w) for w in teacher_weights]
+        elif teachers is not None:
+            self.teacher_weights = list(teachers.weights)
+        else:
+            self.teacher_weights = None
+        if online is not None:
+            self.teacher_fingerprints = online.fingerprints()
+        elif isinstance(teachers, CachedTeachers):
+            self.teacher_fingerprints = [dict(f) for f in teachers.fingerprints]
+        else:
+            self.teacher_fingerprints = None
+        if self.teacher_weights is not None and teachers is not None and len(self.teacher_weights) != len(teachers):
+            raise ValueError(f"{len(self.teacher_weights)} teacher_weights for {len(teachers)} teachers")
         # The loss's own randomness (mismatch derangement, ListMLE tie-breaking) comes from this generator: seeded
         # alike on every process, advanced alike, and saved with the training heads, so runs gather and resume exactly.
-        self.generator = torch.Generator().manual_seed(int(args.seed))
+        self.generator = torch.Generator().manual_seed(self.seed)
         self.multimodal = image_feature_dim is not None
+        # The heads' initialisation is part of the run's identity: seeded here, on a forked RNG, so that building a
+        # loss never changes the caller's global random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self._build_heads(hidden, teachers, online)
+
+    @classmethod
+    def from_training_args(
+        cls,
+        model,
+        args,
+        teachers: TeacherEnsemble | CachedTeachers | None = None,
+        *,
+        image_feature_dim: int | None = None,
+        teacher_weights: list[float] | None = None,
+    ) -> DALRLoss:
+        """The loss configured by a :class:`~dalr_hf.training_args.DALRTrainingArguments` (every loss setting,
+        ``seed``, ``gather_across_devices`` and ``image_feature_dim`` when not given)."""
+        return cls(
+            model,
+            teachers,
+            args.preset,
+            image_feature_dim=image_feature_dim if image_feature_dim is not None else args.image_feature_dim,
+            teacher_weights=teacher_weights,
+            seed=args.seed,
+            gather_across_devices=args.gather_across_devices,
+            **args.loss_kwargs(),
+        )
+
+    def get_config_dict(self) -> dict:
+        """The loss's configuration, as sentence-transformers' losses report it (e.g. in model cards)."""
+        return {
+            **self.settings.to_dict(),
+            "image_feature_dim": self.image_feature_dim,
+            "teacher_weights": self.teacher_weights,
+            "seed": self.seed,
+            "gather_across_devices": self.gather_across_devices,
+        }
+
+    def _build_heads(self, hidden: int, teachers, online: TeacherEnsemble | None) -> None:
+        args = self.settings
+        image_feature_dim = self.image_feature_dim
+        self.mlp = MLPPooler(hidden)
+        self.info_nce = InfoNCELoss(margin=args.arc_margin_text, temperature=args.temperature)
         if not self.multimodal:
             return
         if self.teacher_weights is None:
-            raise ValueError("image-caption training needs teachers: pass online teachers or cached teacher weights")
+            raise ValueError(
+                "image-caption training needs teachers: pass online teachers, CachedTeachers or teacher_weights"
+            )
         if args.cma_space == "mlp_vs_clip" and hidden != image_feature_dim:
             raise ValueError(
                 f"cma_space='mlp_vs_clip' compares the student's {hidden}-d MLP output with the {image_feature_dim}-d "
@@ -101,14 +191,14 @@ class DALRLoss(nn.Module):
                 "or image features of the student's width."
             )
         if args.use_g2l:
-            if teachers is None:
+            if online is None:
                 raise ValueError(
                     "use_g2l needs online teachers (their token states are not cached); "
                     "set use_g2l=False to train from cached teacher embeddings only"
                 )
-            teachers.check_token_mixing(hidden)
+            online.check_token_mixing(hidden)
         if args.teacher_t2t == "mix_features":
-            widths = {t.hidden_size for t in teachers.teachers} if teachers is not None else None
+            widths = {t.hidden_size for t in online.teachers} if online is not None else None
             if widths is not None and len(widths) != 1:
                 raise ValueError(
                     f"teacher_t2t='mix_features' averages raw teacher vectors, so all teachers need one "
@@ -170,7 +260,7 @@ class DALRLoss(nn.Module):
     # -- forward -----------------------------------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, Tensor]:
         h1, h2 = self.encode_views(batch)
-        gather = self.args.gather_across_devices and world_size() > 1
+        gather = self.gather_across_devices and world_size() > 1
         paired = bool(batch.get("paired", False))
         images = image_ids = captions = teacher = None
         if paired:
@@ -179,7 +269,7 @@ class DALRLoss(nn.Module):
             # Teachers run on this process's sentences only; their outputs are gathered like the features.
             teacher = self.teacher_outputs(batch, with_tokens=self.g2l is not None)
             images, image_ids = batch["image_features"], batch["image_ids"]
-            captions = batch.get("caption_features") if self.args.ground_use_caption_branch else None
+            captions = batch.get("caption_features") if self.settings.ground_use_caption_branch else None
         if gather:
             h1, h2 = gather_rows(h1, with_grad=True), gather_rows(h2, with_grad=True)
             if paired:
@@ -214,7 +304,7 @@ class DALRLoss(nn.Module):
         z1: Tensor,
         text_logits: Tensor,
     ) -> dict:
-        args = self.args
+        args = self.settings
         images = images.float()
         if images.size(1) != self.image_feature_dim:
             raise ValueError(

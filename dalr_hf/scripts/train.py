@@ -21,14 +21,17 @@ import yaml
 from transformers import HfArgumentParser
 
 from dalr_hf import (
+    DALRLoss,
     DALRTrainer,
     DALRTrainingArguments,
     SentEvalEvaluator,
     TeacherEnsemble,
-    build_stand_in_feature_store,
     build_student,
     resolve_model_path,
 )
+from dalr_hf.data import paired_feature_dim
+from dalr_hf.demo import build_stand_in_feature_store
+from dalr_hf.trainer import build_train_dataset
 
 logger = logging.getLogger("train_dalr")
 
@@ -97,17 +100,6 @@ class ScriptArguments:
             "help": "Hub dataset ids for the card's metadata (default: princeton-nlp/datasets-for-simcse for wiki1m)."
         },
     )
-
-
-class TeacherWeightsOnly:
-    """The weights of cached teachers, once their models have been used to verify the cache (and released)."""
-
-    def __init__(self, teachers: TeacherEnsemble) -> None:
-        self.weights = teachers.weights
-        self._fingerprints = teachers.fingerprints()
-
-    def fingerprints(self) -> list[dict]:
-        return [dict(f) for f in self._fingerprints]
 
 
 def parse_args(argv: list[str]) -> tuple[ScriptArguments, DALRTrainingArguments]:
@@ -198,22 +190,20 @@ def main(argv: list[str] | None = None) -> dict:
         dataset, _ = load_feature_store(paired) if isinstance(paired, str) else (paired, None)
         paired = attach_teacher_cache(dataset, script.teacher_cache, teachers)
         if not args.use_g2l:
-            # Every paired batch carries the teachers' embeddings: no teacher forward pass runs during training.
-            teachers = TeacherWeightsOnly(teachers)
+            # Every paired batch carries the teachers' embeddings: no teacher forward pass runs during training; the
+            # models are released, their weights and fingerprints stay with the loss (checkpoints, model card).
+            teachers = teachers.cached()
 
     evaluator = SentEvalEvaluator(tasks=tuple(script.eval_tasks), data_dir=script.eval_data_dir)
     before = evaluator(student)
-    trainer = DALRTrainer(
-        model=student,
-        args=args,
-        text_dataset=script.text_corpus,
-        paired_dataset=paired,
-        teachers=None if isinstance(teachers, TeacherWeightsOnly) else teachers,
-        teacher_weights=teachers.weights if teachers is not None else None,
-        evaluator=evaluator,
+    train_dataset = build_train_dataset(script.text_corpus, paired, args)
+    loss = DALRLoss.from_training_args(
+        student,
+        args,
+        teachers,
+        image_feature_dim=paired_feature_dim(train_dataset["paired"]) if "paired" in train_dataset else None,
     )
-    if isinstance(teachers, TeacherWeightsOnly):
-        trainer.teachers = teachers  # their identity still goes into checkpoints and the model card
+    trainer = DALRTrainer(model=student, args=args, loss=loss, train_dataset=train_dataset, evaluator=evaluator)
     # TrainingArguments' own field (transformers keeps it for scripts): a checkpoint folder, or 'last'
     resume = args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "last" else resume)

@@ -20,7 +20,6 @@ from dalr_hf.losses.dalr import DALRLoss  # noqa: E402
 from dalr_hf.student import build_student  # noqa: E402
 from dalr_hf.teachers import TeacherEnsemble  # noqa: E402
 from dalr_hf.trainer import DALRTrainer  # noqa: E402
-from dalr_hf.training_args import DALRTrainingArguments  # noqa: E402
 
 WORDS = ["red", "dog", "runs", "over", "the", "hill", "blue", "car", "city", "at", "night", "a", "man", "sings"]
 
@@ -34,15 +33,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="global batch size")
     cli = parser.parse_args()
 
-    # TrainingArguments set up the distributed state: build them before the Accelerator that reuses it.
-    args = DALRTrainingArguments(
-        output_dir="/tmp/unused-gather-step",
-        preset="clean",
-        use_g2l=True,
-        gather_across_devices=cli.gather,
-        report_to="none",
-        use_cpu=True,
-    )
     accelerator = Accelerator(cpu=True)
     world, rank = accelerator.num_processes, accelerator.process_index
     torch.manual_seed(0)
@@ -54,8 +44,9 @@ def main() -> None:
         [{"name_or_path": cli.teacher, "weight": 0.4}, {"name_or_path": cli.student, "weight": 0.6, "pooler": "mean"}]
     )
     dim = student[0].get_embedding_dimension()
-    torch.manual_seed(1)
-    loss = DALRLoss(student, args, image_feature_dim=dim, teachers=teachers)
+    loss = DALRLoss(
+        student, teachers, "clean", image_feature_dim=dim, seed=1, gather_across_devices=cli.gather, use_g2l=True
+    )
     loss.model = accelerator.prepare(student)  # DDP around the student only, as in the Trainer
 
     rng = np.random.default_rng(0)

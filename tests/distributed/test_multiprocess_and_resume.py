@@ -62,6 +62,7 @@ def _tiny(tiny_bert_dir, tiny_teacher_dir, output_dir, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_gathered_two_process_step_equals_one_process_with_the_global_batch(tmp_path, tiny_bert_dir, tiny_teacher_dir):
     script = [os.path.join(HERE, "gather_step.py"), "--student", tiny_bert_dir, "--teacher", tiny_teacher_dir]
     _run([sys.executable, *script, "--out", str(tmp_path / "one.pt")])
@@ -82,6 +83,7 @@ def test_gathered_two_process_step_equals_one_process_with_the_global_batch(tmp_
     assert worst > 1e-2
 
 
+@pytest.mark.slow
 def test_trainer_under_two_processes_follows_one_schedule(tmp_path, tiny_bert_dir, tiny_teacher_dir):
     report = tmp_path / "report.pt"
     _run(
@@ -116,6 +118,7 @@ def _final_state(path):
     return data["student"], data["heads"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path, tiny_bert_dir, tiny_teacher_dir):
     steps = ["--max_steps", "12", "--save_steps", "3"]
     _run(
@@ -173,7 +176,7 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path, tiny_be
 
 
 def test_damaged_foreign_and_interrupted_checkpoints_are_refused(tmp_path, tiny_bert_dir, tiny_teacher_dir):
-    from tiny_run import build_trainer
+    from tests.distributed.tiny_run import build_trainer
 
     out = tmp_path / "run"
     _run([sys.executable, *_tiny(tiny_bert_dir, tiny_teacher_dir, out, "--max_steps", "4", "--save_steps", "2")])

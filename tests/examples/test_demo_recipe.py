@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from sentence_transformers import SentenceTransformer
 
 from dalr_hf.evaluation import SentEvalEvaluator
@@ -16,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TERMS = {"L_info", "L_ground", "L_cons", "L_cma", "L_ima", "L_rank", "L_g2l"}
 
 
+@pytest.mark.slow
 def test_demo_recipe_under_accelerate_launch(tmp_path):
     # A 200-pair slice of the shipped STS-B dev keeps the evaluations short; the recipe is otherwise unchanged.
     dev = tmp_path / "senteval" / "STS" / "STSBenchmark"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from feature_helpers import write_images, write_tiny_clip
+
+from tests.features.feature_helpers import write_images, write_tiny_clip
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from publish_helpers import PROBE_SENTENCES, HubStandIn, RecordingEvaluator, RunningHub, tiny_data
 
 from dalr_hf.export import export_after_training
 from dalr_hf.student import build_student
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.trainer import DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments
+from tests.publish.publish_helpers import PROBE_SENTENCES, HubStandIn, RecordingEvaluator, RunningHub, tiny_data
 
 TEACHER_NAMES = ["princeton-nlp/unsup-simcse-bert-base-uncased", "voidism/diffcse-bert-base-uncased-sts"]
 
@@ -108,7 +108,8 @@ class LoraRun:
 
 @pytest.fixture(scope="session")
 def lora_run(tmp_path_factory, tiny_bert_dir, tiny_teacher_dir) -> LoraRun:
-    """A 4-step LoRA run (DALRTrainer applies the adapters from the arguments), best checkpoint reloaded."""
+    """A 4-step LoRA run (DALRTrainer applies the adapters from the arguments when training starts), best checkpoint
+    reloaded."""
     output_dir = tmp_path_factory.mktemp("lora_run") / "out"
     student = build_student(tiny_bert_dir)
     base_state = {k: v.detach().clone() for k, v in student[0].auto_model.state_dict().items()}
@@ -136,6 +137,8 @@ def lora_run(tmp_path_factory, tiny_bert_dir, tiny_teacher_dir) -> LoraRun:
     trainer = DALRTrainer(
         model=student, args=args, text_dataset=text, paired_dataset=paired, teachers=teachers, evaluator=evaluator
     )
+    assert not any(".lora_" in n for n, _ in student.named_parameters())  # constructing changes nothing
+    trainer.prepare_for_training()  # what train() does first: here, inject the adapters from the arguments
     lora_before = {n: p.detach().clone() for n, p in student.named_parameters() if ".lora_" in n}
     heads_before = {n: p.detach().clone() for n, p in trainer.loss.named_parameters() if not n.startswith("model.")}
     trainer.train()

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 import yaml
-from tiny_fixtures import PAIRS_A, PAIRS_B, tiny_data  # noqa: F401  (re-exported for the publish tests)
-from tiny_fixtures import RecordingEvaluator as SharedRecordingEvaluator
+
+from tests.tiny_fixtures import PAIRS_A, PAIRS_B, tiny_data  # noqa: F401  (re-exported for the publish tests)
+from tests.tiny_fixtures import RecordingEvaluator as SharedRecordingEvaluator
 
 # Longer than max_seq_length on purpose: truncation must behave the same before and after export.
 PROBE_SENTENCES = PAIRS_A + PAIRS_B + [" ".join(["a very long sentence about nothing in particular"] * 8)]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from publish_helpers import PROBE_SENTENCES
 from safetensors import safe_open
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize
@@ -25,6 +24,7 @@ from dalr_hf.export import (
     resolve_model_folder,
 )
 from dalr_hf.student import build_student
+from tests.publish.publish_helpers import PROBE_SENTENCES
 
 EXPECTED_FILES = {
     "1_Pooling/config.json",

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from publish_helpers import PROBE_SENTENCES, load_without_peft, tiny_data
 from safetensors import safe_open
 from sentence_transformers import SentenceTransformer
 
@@ -28,6 +27,7 @@ from dalr_hf.lora import (
 from dalr_hf.student import build_student
 from dalr_hf.trainer import DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments
+from tests.publish.publish_helpers import PROBE_SENTENCES, load_without_peft, tiny_data
 
 
 def _plain_keys(state: dict) -> dict:

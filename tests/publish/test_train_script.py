@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from publish_helpers import PROBE_SENTENCES
 from sentence_transformers import SentenceTransformer
 
 from dalr_hf.export import list_files
 from dalr_hf.model_card import CARD_MARKER
 from dalr_hf.scripts.train import main as train_main
+from tests.publish.publish_helpers import PROBE_SENTENCES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

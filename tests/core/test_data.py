@@ -89,7 +89,8 @@ def test_collator_tokenizes_counts_truncation_and_passes_features(tiny_student):
     collator = DALRDataCollator(tiny_student.tokenizer, max_seq_length=16)
     text_batch = collator(source.__getitems__([0, 1]))
     assert text_batch["input_ids"].shape == (2, 16) and not bool(text_batch["paired"])
-    assert collator.truncated == 1 and collator.seen == 2
+    assert int(text_batch["num_truncated"]) == 1 and int(text_batch["num_sentences"]) == 2
+    assert not hasattr(collator, "truncated")  # no state: counts travel in the batch (right with any num_workers)
     paired_batch = collator(source.__getitems__([2, 3, 4]))
     assert bool(paired_batch["paired"])
     assert paired_batch["image_features"].shape == (3, 8)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from feature_helpers import CAPTIONS, IMAGES, write_coco, write_flickr_token, write_karpathy
 
 from dalr_hf.features import detect_caption_format, read_captions
+from tests.features.feature_helpers import CAPTIONS, IMAGES, write_coco, write_flickr_token, write_karpathy
 
 
 def test_flickr_token_keeps_file_order_and_sorts_caption_index(tmp_path):

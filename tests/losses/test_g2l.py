@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dalr_hf.losses import GlobalToLocalLoss, global_to_local, mix_token_states
+from dalr_hf.losses import GlobalToLocalLoss, global_to_local
+from dalr_hf.losses.g2l import mix_token_states
 
 
 def _naive_normalise(states: torch.Tensor, norm: str) -> list[list[list[float]]]:

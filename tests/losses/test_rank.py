@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from dalr_hf.losses import RankDistillationLoss, listmle, listnet, teacher_rank_scores
+from dalr_hf.losses import RankDistillationLoss, listmle, listnet
+from dalr_hf.losses.rank import teacher_rank_scores
 
 
 def _naive_listmle(student, teacher, perm, exact: bool) -> float:

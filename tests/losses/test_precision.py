@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from dalr_hf.losses import (
-    arc_similarity,
-    global_to_local,
-    listmle,
-    pairwise_cosine,
-    teacher_rank_scores,
-    teacher_text_distribution,
-)
+from dalr_hf.losses import arc_similarity, global_to_local, listmle
+from dalr_hf.losses.arc_similarity import pairwise_cosine
+from dalr_hf.losses.kl import teacher_text_distribution
+from dalr_hf.losses.rank import teacher_rank_scores
 
 
 def test_similarities_are_float32_under_autocast(gen):

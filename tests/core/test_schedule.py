@@ -1,4 +1,5 @@
-"""The two-source schedule reproduces method.md §2's table and its edge rules."""
+"""The two-source schedule reproduces the reference's k-rule where it uses both sources (docs/method.md's table) and
+interleaves evenly where the k-rule would starve the text corpus."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ import pytest
 
 from dalr_hf.data import TwoSourceSchedule
 
-# (N_text, N_pair, B, epochs) -> (n_t, n_p, k, steps/epoch, total steps, paired steps), method.md §2
+# (N_text, N_pair, B, epochs) -> (n_t, n_p, k, steps/epoch, total steps, paired steps), docs/method.md's table
 TABLE = [
     pytest.param(1_000_000, 148_915, 128, 4, (7813, 1164, 6, 8977, 35_908, 5988), id="flickr-B128"),
     pytest.param(1_000_000, 414_113, 128, 3, (7813, 3236, 2, 11_049, 33_147, 16_575), id="coco-train2014-B128"),
-    pytest.param(1_000_000, 566_747, 128, 3, (7813, 4428, 1, 12_241, 36_723, 36_723), id="coco-karpathy-B128"),
     pytest.param(1_000_000, 29_783, 64, 3, (15_625, 466, 33, 16_091, 48_273, 1464), id="mcse-flickr-B64"),
 ]
 
 
 @pytest.mark.parametrize(("n_text", "n_pair", "batch", "epochs", "expected"), TABLE)
-def test_schedule_reproduces_table(n_text, n_pair, batch, epochs, expected):
+def test_k_rule_reproduces_the_table(n_text, n_pair, batch, epochs, expected):
     s = TwoSourceSchedule(num_text=n_text, num_paired=n_pair, batch_size=batch)
     n_t, n_p, k, steps, total, paired = expected
     assert (s.n_t, s.n_p, s.k, s.steps_per_epoch) == (n_t, n_p, k, steps)
+    assert s.interleave == "k_rule"
     assert s.steps_per_epoch * epochs == total
     assert s.paired_steps_per_epoch * epochs == paired
     kinds = s.kinds()
@@ -31,11 +32,47 @@ def test_schedule_reproduces_table(n_text, n_pair, batch, epochs, expected):
     assert all(kind == "text" for i, kind in enumerate(kinds) if i % k != 0)
 
 
-def test_k_zero_is_clamped_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING):
-        s = TwoSourceSchedule(num_text=100, num_paired=1000, batch_size=10)
-    assert s.k == 1 and s.kinds() == ["paired"] * s.steps_per_epoch
-    assert "k = 1" in caplog.text
+def _longest_run(kinds: list[str], kind: str) -> int:
+    longest = run = 0
+    for k in kinds:
+        run = run + 1 if k == kind else 0
+        longest = max(longest, run)
+    return longest
+
+
+@pytest.mark.parametrize(
+    ("n_text", "n_pair", "batch", "n_t", "n_p"),
+    [
+        pytest.param(9_600, 9_600, 64, 150, 150, id="equal-sizes-B64"),  # k = 1: the reference never reads text
+        pytest.param(1_000_000, 566_747, 128, 7813, 4428, id="coco-karpathy-B128"),  # k = 1
+        pytest.param(6_400, 9_600, 64, 100, 150, id="more-pairs-B64"),  # k = 0: the reference divides by zero
+        pytest.param(100, 1_000, 10, 10, 100, id="ten-times-more-pairs"),
+    ],
+)
+def test_even_rule_takes_every_batch_of_both_sources_once_per_epoch(n_text, n_pair, batch, n_t, n_p, caplog):
+    with caplog.at_level(logging.INFO, logger="dalr_hf.data"):
+        s = TwoSourceSchedule(num_text=n_text, num_paired=n_pair, batch_size=batch, seed=5)
+    assert (s.n_t, s.n_p, s.interleave) == (n_t, n_p, "even")
+    assert "evenly" in caplog.text
+    assert (s.text_steps_per_epoch, s.paired_steps_per_epoch, s.steps_per_epoch) == (n_t, n_p, n_t + n_p)
+    summary = s.summary()
+    assert (summary["text_steps_per_epoch"], summary["paired_steps_per_epoch"]) == (n_t, n_p)
+    assert summary["passes_over_text_per_epoch"] == summary["passes_over_pairs_per_epoch"] == 1.0
+    kinds = s.kinds()
+    assert kinds[0] == "paired" and kinds.count("text") == n_t
+    # evenly spread: no run of one kind longer than its share rounds up to
+    assert _longest_run(kinds, "paired") <= -(-n_p // n_t)
+    assert _longest_run(kinds, "text") <= max(1, -(-n_t // n_p))
+    if n_text <= 10_000:
+        batches = s.epoch(0)
+        text_rows = sorted(r for kind, rows in batches if kind == "text" for r in rows)
+        paired_rows = sorted(r for kind, rows in batches if kind == "paired" for r in rows)
+        assert text_rows == list(range(n_text)) and paired_rows == list(range(n_pair))
+
+
+def test_equal_sizes_alternate():
+    s = TwoSourceSchedule(num_text=9_600, num_paired=9_600, batch_size=64)
+    assert s.kinds()[:6] == ["paired", "text"] * 3
 
 
 def test_batches_cover_each_source_pass_exactly_once_and_keep_partial_batches():

@@ -10,11 +10,9 @@ from dalr_hf.losses import (
     CrossModalAlignmentLoss,
     IntraModalAlignmentLoss,
     cross_modal_alignment,
-    image_distribution,
     intra_modal_alignment,
-    kl_batchmean,
-    teacher_text_distribution,
 )
+from dalr_hf.losses.kl import image_distribution, kl_batchmean, teacher_text_distribution
 
 
 def test_kl_batchmean_two_by_two_by_hand():

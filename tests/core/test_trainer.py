@@ -11,13 +11,12 @@ import pytest
 import torch
 from safetensors import safe_open
 from sentence_transformers import SentenceTransformer
-from tiny_fixtures import PAIRS_A, PAIRS_B, RecordingEvaluator, tiny_data
 
 from dalr_hf.losses.dalr import TERMS, DALRLoss
 from dalr_hf.student import build_student
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.trainer import HEADS_FILE, DALRTrainer
-from dalr_hf.training_args import DALRTrainingArguments
+from tests.tiny_fixtures import PAIRS_A, PAIRS_B, RecordingEvaluator, tiny_data, tiny_training_args
 
 
 def _data(n_text=48, n_pairs=24, dim=32, seed=0):
@@ -34,28 +33,12 @@ def teachers(tiny_teacher_dir, tiny_bert_dir):
     )
 
 
-def _args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        num_train_epochs=1,
-        eval_strategy="no",
-        save_strategy="no",
-        load_best_model_at_end=False,
-        logging_steps=1,
-        report_to="none",
-        learning_rate=1e-3,
-    )
-    values.update(overrides)
-    return DALRTrainingArguments(**values)
-
-
 def test_train_logs_every_term_updates_every_parameter_and_keeps_teachers_frozen(tmp_path, tiny_bert_dir, teachers):
     student = build_student(tiny_bert_dir)
     text, paired = _data()
     trainer = DALRTrainer(
         model=student,
-        args=_args(tmp_path, preset="reference"),
+        args=tiny_training_args(tmp_path, preset="reference"),
         text_dataset=text,
         paired_dataset=paired,
         teachers=teachers,
@@ -91,7 +74,7 @@ def test_best_checkpoint_is_saved_and_reproduces_the_evaluator_embeddings(tmp_pa
     student = build_student(tiny_bert_dir)
     text, paired = _data()
     evaluator = RecordingEvaluator(peak_step=4)
-    args = _args(
+    args = tiny_training_args(
         tmp_path,
         eval_strategy="steps",
         eval_steps=2,
@@ -131,7 +114,7 @@ def test_presets_train(tmp_path, tiny_bert_dir, teachers, preset):
     text, paired = _data()
     trainer = DALRTrainer(
         model=student,
-        args=_args(tmp_path, preset=preset, max_steps=3),
+        args=tiny_training_args(tmp_path, preset=preset, max_steps=3),
         text_dataset=text,
         paired_dataset=paired,
         teachers=teachers,
@@ -149,7 +132,7 @@ def test_presets_train(tmp_path, tiny_bert_dir, teachers, preset):
 def test_paired_batch_of_one_skips_consistency_with_a_warning(tmp_path, tiny_bert_dir, teachers, caplog):
     student = build_student(tiny_bert_dir)
     text, paired = _data(n_text=6, n_pairs=3)
-    args = _args(tmp_path, per_device_train_batch_size=2, paired_batch_size=1, max_steps=4)
+    args = tiny_training_args(tmp_path, per_device_train_batch_size=2, paired_batch_size=1, max_steps=4)
     trainer = DALRTrainer(model=student, args=args, text_dataset=text, paired_dataset=paired, teachers=teachers)
     with caplog.at_level(logging.WARNING):
         trainer.train()
@@ -163,7 +146,7 @@ def test_bf16_autocast_keeps_loss_math_in_float32(tmp_path, tiny_bert_dir, teach
     text, paired = _data()
     trainer = DALRTrainer(
         model=student,
-        args=_args(tmp_path, bf16=True, max_steps=2, use_cpu=True),
+        args=tiny_training_args(tmp_path, bf16=True, max_steps=2, use_cpu=True),
         text_dataset=text,
         paired_dataset=paired,
         teachers=teachers,
@@ -180,7 +163,7 @@ def test_bf16_autocast_keeps_loss_math_in_float32(tmp_path, tiny_bert_dir, teach
 def test_cached_teacher_embeddings_give_the_online_losses(tmp_path, tiny_bert_dir, teachers):
     student = build_student(tiny_bert_dir)
     text, paired = _data()
-    args = _args(tmp_path, use_g2l=False, mismatch="roll5", teacher_sim_fp16=False)
+    args = tiny_training_args(tmp_path, use_g2l=False, mismatch="roll5", teacher_sim_fp16=False)
     online = DALRTrainer(model=student, args=args, text_dataset=text, paired_dataset=paired, teachers=teachers)
     cached_embeddings = teachers(list(paired["caption"])).embeddings
     cached_pairs = paired
@@ -212,26 +195,30 @@ def test_configuration_errors_are_clear(tmp_path, tiny_bert_dir, teachers, tiny_
     text, paired = _data(dim=48)
     with pytest.raises(ValueError, match="same width"):
         DALRTrainer(
-            model=tiny_student, args=_args(tmp_path), text_dataset=text, paired_dataset=paired, teachers=teachers
+            model=tiny_student,
+            args=tiny_training_args(tmp_path),
+            text_dataset=text,
+            paired_dataset=paired,
+            teachers=teachers,
         )
     with pytest.raises(ValueError, match="image feature dim 48 does not match the configured 32"):
         DALRTrainer(
             model=tiny_student,
-            args=_args(tmp_path, image_feature_dim=32),
+            args=tiny_training_args(tmp_path, image_feature_dim=32),
             text_dataset=text,
             paired_dataset=paired,
             teachers=teachers,
         )
     with pytest.raises(ValueError, match="needs teachers"):
-        DALRTrainer(model=tiny_student, args=_args(tmp_path), text_dataset=text, paired_dataset=_data()[1])
+        DALRTrainer(model=tiny_student, args=tiny_training_args(tmp_path), text_dataset=text, paired_dataset=_data()[1])
     with pytest.raises(ValueError, match="no evaluator"):
-        DALRTrainer(model=tiny_student, args=_args(tmp_path, eval_strategy="steps"), text_dataset=text)
+        DALRTrainer(model=tiny_student, args=tiny_training_args(tmp_path, eval_strategy="steps"), text_dataset=text)
     with pytest.raises(ValueError, match="preset"):
-        _args(tmp_path, preset="nope")
+        tiny_training_args(tmp_path, preset="nope")
     # grounding-space CMA works with any image width
     trainer = DALRTrainer(
         model=tiny_student,
-        args=_args(tmp_path, cma_space="grounding", max_steps=1),
+        args=tiny_training_args(tmp_path, cma_space="grounding", max_steps=1),
         text_dataset=text,
         paired_dataset=paired,
         teachers=teachers,
@@ -242,7 +229,9 @@ def test_configuration_errors_are_clear(tmp_path, tiny_bert_dir, teachers, tiny_
 
 def test_text_only_training_is_simcse(tmp_path, tiny_student):
     text, _ = _data()
-    trainer = DALRTrainer(model=tiny_student, args=_args(tmp_path, arc_margin_text=0.0, max_steps=2), text_dataset=text)
+    trainer = DALRTrainer(
+        model=tiny_student, args=tiny_training_args(tmp_path, arc_margin_text=0.0, max_steps=2), text_dataset=text
+    )
     trainer.train()
     logged = {k for entry in trainer.state.log_history for k in entry}
     assert "L_info" in logged and not ({"L_cma", "L_ground", "L_rank"} & logged)

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from dalr_hf.losses import ConsistencyLoss, consistency_loss, sample_mismatch
+from dalr_hf.losses import ConsistencyLoss, consistency_loss
+from dalr_hf.losses.consistency import sample_mismatch
 
 
 def _naive_cos(a: list[float], b: list[float]) -> float:

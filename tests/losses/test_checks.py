@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dalr_hf.losses import check_finite
+from dalr_hf.losses._checks import check_finite
 
 
 def test_returns_finite_value_unchanged():

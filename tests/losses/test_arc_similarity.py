@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 
-from dalr_hf.losses import (
-    ArcSimilarity,
+from dalr_hf.losses import ArcSimilarity, arc_similarity
+from dalr_hf.losses.arc_similarity import (
     arc_margin_from_cosine,
     arc_margin_from_cosine_arccos,
-    arc_similarity,
     arc_similarity_arccos,
     pairwise_cosine,
 )

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 import torch
 from datasets.table import ConcatenationTable, MemoryMappedTable
-from feature_helpers import CAPTIONS, IMAGES, write_coco, write_flickr_token, write_images, write_karpathy
 
 from dalr_hf.features import ClipEncoder, extract_features, load_feature_store
+from tests.features.feature_helpers import (
+    CAPTIONS,
+    IMAGES,
+    write_coco,
+    write_flickr_token,
+    write_images,
+    write_karpathy,
+)
 
 
 class InterruptingEncoder:

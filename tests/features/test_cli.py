@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from feature_helpers import IMAGES, SMALLEST_BUILTIN_CLIP, write_images, write_karpathy
 
 from dalr_hf.features import attach_teacher_cache, load_feature_store, load_teacher_cache, save_feature_store
 from dalr_hf.features.cli import main, register
 from dalr_hf.teachers import TeacherEnsemble
+from tests.features.feature_helpers import IMAGES, SMALLEST_BUILTIN_CLIP, write_images, write_karpathy
 
 REPO = Path(__file__).resolve().parents[2]
 
