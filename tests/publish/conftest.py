@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from publish_helpers import PROBE_SENTENCES, HubStandIn, RecordingEvaluator, RunningHub, tiny_data
 
-from dalr_hf.export import export_after_training
+from dalr_hf.publish.export import export_after_training
 from dalr_hf.student import build_student
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.trainer import DALRTrainer
@@ -92,7 +92,7 @@ def trained_run(tmp_path_factory, tiny_bert_dir, tiny_teacher_dir) -> TrainedRun
                 "best_checkpoint": trainer.state.best_model_checkpoint,
             },
         },
-    )
+    ).to_dict()
     return TrainedRun(trainer, output_dir, output_dir / "export", evaluator, summary, embeddings)
 
 

@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize
 
 from dalr_hf.checkpoints import HEADS_FILE
-from dalr_hf.export import (
+from dalr_hf.publish.export import (
     POOLING_TYPE,
     TRANSFORMER_TYPE,
     ExportError,

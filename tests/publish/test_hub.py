@@ -10,10 +10,10 @@ import shutil
 import huggingface_hub
 import pytest
 
-from dalr_hf.export import export_model, list_files
-from dalr_hf.hub import HubPushError, check_repo_id, push_to_hub
-from dalr_hf.publish_cli import main as publish_main
-from dalr_hf.publish_cli import register
+from dalr_hf.publish.cli import main as publish_main
+from dalr_hf.publish.cli import register
+from dalr_hf.publish.export import export_model, list_files
+from dalr_hf.publish.hub import HubPushError, check_repo_id, push_to_hub
 
 
 def test_dry_run_writes_the_folder_that_would_be_uploaded(trained_run, tmp_path, capsys):

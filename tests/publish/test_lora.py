@@ -14,7 +14,6 @@ from publish_helpers import PROBE_SENTENCES, load_without_peft, tiny_data
 from safetensors import safe_open
 from sentence_transformers import SentenceTransformer
 
-from dalr_hf.export import export_model, list_files
 from dalr_hf.lora import (
     LORA_ADAPTER_FILE,
     LORA_CONFIG_FILE,
@@ -25,6 +24,7 @@ from dalr_hf.lora import (
     merge_lora,
     parameter_counts,
 )
+from dalr_hf.publish.export import export_model, list_files
 from dalr_hf.student import build_student
 from dalr_hf.trainer import DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments
