@@ -277,9 +277,10 @@ def export_model(
         checkpoint: which model of a training output folder to export (see :func:`resolve_model_folder`).
         overwrite: replace an existing export in ``export_dir``.
     """
+    from dalr_hf.curves import PLOT_FILE
     from dalr_hf.lora import has_lora, merged_lora_view
     from dalr_hf.publish.card.collect import find_card_data, load_card_data
-    from dalr_hf.publish.card.render import PLOT_FILE, is_dalr_card, retarget_card, write_model_card
+    from dalr_hf.publish.card.render import is_dalr_card, retarget_card, write_model_card
     from dalr_hf.student import record_no_pooling_layer
 
     target = Path(export_dir)
@@ -381,8 +382,9 @@ def export_after_training(
     ``dalr-hf export`` / ``dalr-hf push`` render the same card later (with evaluation results that arrive after
     training). A problem with the card only warns; an export failure raises (the trained model is saved by then).
     """
+    from dalr_hf.curves import PLOT_FILE
     from dalr_hf.publish.card.collect import collect_card_data, save_card_data
-    from dalr_hf.publish.card.render import PLOT_FILE, write_model_card
+    from dalr_hf.publish.card.render import write_model_card
 
     output_dir = Path(trainer.args.output_dir)
     plot = output_dir / PLOT_FILE

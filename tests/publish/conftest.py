@@ -70,7 +70,7 @@ def trained_run(tmp_path_factory, tiny_bert_dir, tiny_teacher_dir) -> TrainedRun
         save_total_limit=1,
         logging_steps=1,
         learning_rate=1e-3,
-        report_to="none",
+        report_to="tensorboard",  # event files, as the recipes write them
     )
     trainer = DALRTrainer(
         model=student, args=args, text_dataset=text, paired_dataset=paired, teachers=teachers, evaluator=evaluator

@@ -31,6 +31,7 @@ EXPECTED_FILES = {
     "README.md",
     "config.json",
     "config_sentence_transformers.json",
+    "dalr_training_curves.png",  # the card shows it
     "model.safetensors",
     "modules.json",
     "sentence_bert_config.json",

@@ -32,7 +32,6 @@ from dalr_hf.publish.card.results import DISPLAY_NAMES, _cell, _score, normalize
 logger = logging.getLogger(__name__)
 
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "templates" / "dalr_model_card.md"
-PLOT_FILE = "dalr_training_curves.png"
 BASE_TAGS = ("sentence-transformers", "sentence-similarity", "feature-extraction", "dalr", "multimodal", "simcse")
 STAND_IN_TAG = "stand-in-image-features"
 # Marker in every card this package writes: tells a DALR card from another, and records the model id its usage
