@@ -41,7 +41,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="encoding batch size")
     parser.add_argument("--device", default=None, help="device for encoding, e.g. cpu or cuda:0")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step (task scores, timings)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="test",
         help="SentEval probe settings: 'test' (reported numbers) or 'fasttest'",
     )
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="hide the progress bars (shown by default)")
     evaluate.add_argument("--seed", type=int, default=SENTEVAL_SEED, help="probe seed (SentEval: 1111)")
     evaluate.add_argument(
         "--mrpc-features",
@@ -140,6 +141,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dalr_hf.evaluation.api import evaluate_model
 
     _configure_logging(args.verbose)
+    if args.quiet:  # also the bars transformers and huggingface_hub show while loading the model
+        import huggingface_hub.utils
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
     output = Path(args.output) if args.output else _default_output(args.model)
     try:
         report = evaluate_model(
@@ -153,7 +160,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             mrpc_features=args.mrpc_features,
             device=args.device,
             output_path=output,
-            show_progress_bar=args.verbose,
+            show_progress_bar=not args.quiet,
         )
     except (FileNotFoundError, DataFileError, ValueError, OSError) as error:
         return _fail("evaluate", error)
