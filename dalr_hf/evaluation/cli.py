@@ -100,7 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mteb.add_argument("--output-dir", default="mteb_results", help="results cache folder")
     mteb.add_argument(
-        "--model-name", default=None, help="'org/name' recorded in ModelMeta (default: the Hub id, or local/<folder>)"
+        "--model-name",
+        default=None,
+        help="'org/name' recorded in ModelMeta (default: the Hub id, the name in the folder's DALR card, or "
+        "local/<folder>)",
     )
     mteb.add_argument(
         "--revision",
@@ -108,12 +111,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="model revision (Hub commit) recorded in ModelMeta; default: read from the HF cache, "
         "else 'no_revision_available'",
     )
-    mteb.add_argument("--base-model", default=None, help="model the student was trained from (adapted_from)")
+    mteb.add_argument(
+        "--base-model",
+        default=None,
+        help="model the student was trained from (adapted_from); default: the base_model of the folder's DALR card",
+    )
     mteb.add_argument(
         "--caption-data",
-        choices=["flickr30k", "coco", "none"],
-        default="flickr30k",
-        help="image-caption corpus used in training (adds its MTEB tasks to training_datasets)",
+        choices=["card", "flickr30k", "coco", "none"],
+        default="card",
+        help="image-caption corpus used in training (adds its MTEB tasks to training_datasets); default: the "
+        "datasets of the folder's DALR card, else flickr30k",
+    )
+    mteb.add_argument(
+        "--license", default=None, help="license recorded in ModelMeta (default: the card's, else apache-2.0)"
+    )
+    mteb.add_argument(
+        "--reference", default=None, help="URL of the model's page (default: its Hub page when the card names one)"
+    )
+    mteb.add_argument("--citation", default=None, help="BibTeX recorded in ModelMeta (default: DALR's, from the card)")
+    mteb.add_argument(
+        "--public-training-code", default=None, help="URL of the code the model was trained with (public_training_code)"
     )
     mteb.add_argument(
         "--training-datasets",
@@ -190,6 +208,10 @@ def run_mteb_command(args: argparse.Namespace) -> int:
             device=args.device,
             raise_error=False,
             benchmark=args.benchmark,
+            license=args.license,
+            reference=args.reference,
+            citation=args.citation,
+            public_training_code=args.public_training_code,
         )
     except (FileNotFoundError, DataFileError, ValueError, KeyError, OSError) as error:
         return _fail("mteb", error)
