@@ -56,7 +56,9 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | o
     if not curves:
         return False
     evaluation = {n: c for n, c in curves.items() if n.startswith("eval_") and not n.endswith("_loss")}
-    steps = {n: curves[n] for n in ("loss", "loss_text", "loss_paired") if n in curves}
+    steps: dict[str, list[tuple[int, float]]] = {
+        n: curves[n] for n in ("loss", "loss_text", "loss_paired") if n in curves
+    }
     terms = {n: c for n, c in curves.items() if n.startswith("L_")}
     panels: list[tuple[str, dict[str, list[tuple[int, float]]]]] = []
     if steps:

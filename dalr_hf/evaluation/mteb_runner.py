@@ -313,7 +313,8 @@ def build_model_meta(
     else:
         datasets = set(training_datasets)
     n_parameters = sum(p.numel() for p in model.parameters())
-    embedding_layer = model[0].auto_model.get_input_embeddings() if hasattr(model[0], "auto_model") else None
+    backbone = getattr(model[0], "auto_model", None)
+    embedding_layer = backbone.get_input_embeddings() if backbone is not None else None
     n_embedding = int(embedding_layer.weight.numel()) if embedding_layer is not None else None
     meta = ModelMeta(
         loader=SentenceTransformerEncoderWrapper,
@@ -332,7 +333,7 @@ def build_model_meta(
         public_training_data=public_training_data,
         framework=["Sentence Transformers", "PyTorch"],
         reference=reference,
-        similarity_fn_name=ScoringFunction.COSINE,
+        similarity_fn_name=ScoringFunction("cosine"),
         use_instructions=False,
         training_datasets=datasets,
         adapted_from=base_model,
@@ -451,7 +452,7 @@ def run_mteb(
     # ``revision`` picks the Hub revision to download; a local folder is used as it is
     st_model = load_model(model, device=device, revision=None if is_path else revision)
     # a folder with a DALR card: the card names the model, its base, its training data, license and citation
-    card = read_card_metadata(model) if is_path else None
+    card = read_card_metadata(str(model)) if is_path else None
     if card is not None:
         logger.info("model metadata from the card of %s: %s", model, card)
     if model_meta is None:
@@ -470,6 +471,7 @@ def run_mteb(
             public_training_code=public_training_code,
             languages=languages or ("eng-Latn",),
         )
+    encode_kwargs: Any = {"batch_size": batch_size, "show_progress_bar": False}  # mteb's EncodeKwargs (a TypedDict)
     wrapper = SentenceTransformerEncoderWrapper(st_model)
     wrapper.mteb_model_meta = model_meta  # the wrapper's metadata decides the results folder and model_meta.json
     out = Path(output_dir)
@@ -481,7 +483,7 @@ def run_mteb(
             task_objects,
             cache=cache,
             overwrite_strategy="always",
-            encode_kwargs={"batch_size": batch_size, "show_progress_bar": False},
+            encode_kwargs=encode_kwargs,
             co2_tracker=False,
             show_progress_bar=False,
             raise_error=raise_error,

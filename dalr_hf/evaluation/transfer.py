@@ -69,6 +69,8 @@ def score_transfer(
         if data.task == "MRPC":
             result.features = mrpc_features
             train, test = data.splits["train"], data.splits["test"]
+            if train.sentences2 is None or test.sentences2 is None:
+                raise ValueError("MRPC splits must hold sentence pairs")
             x_train = pair_features(
                 encoder.embed(train.sentences1, "MRPC"), encoder.embed(train.sentences2, "MRPC"), mrpc_features
             )

@@ -103,7 +103,7 @@ def _run_push(args: argparse.Namespace) -> int:
     )
     if result.dry_run:
         print(f"dry run: nothing uploaded; this folder is what would be uploaded to {result.repo_id}")
-        _print_files(result.folder, result.files)
+        _print_files(result.folder or args.dry_run, result.files)
     else:
         print(f"uploaded {len(result.files)} files to {result.repo_id}: {result.commit_url}")
         for name in result.files:

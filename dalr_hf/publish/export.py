@@ -81,7 +81,7 @@ class ExportResult:
 # ---------------------------------------------------------------------------------------------------------------------
 def _checkpoints(folder: Path) -> list[Path]:
     found = [p for p in folder.iterdir() if p.is_dir() and _CHECKPOINT_DIR.match(p.name)]
-    return sorted(found, key=lambda p: int(_CHECKPOINT_DIR.match(p.name).group(1)))
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
 
 
 def _is_model_folder(folder: Path) -> bool:

@@ -62,9 +62,9 @@ def check_repo_id(repo_id: str | None) -> str:
 
 def check_can_push(repo_id: str | None) -> str:
     """Fail early (before training) when a push could not happen: a malformed id, or offline mode."""
-    check_repo_id(repo_id)
+    checked = check_repo_id(repo_id)
     _check_online()
-    return repo_id
+    return checked
 
 
 def _check_online() -> None:
@@ -213,7 +213,7 @@ def publish_after_training(
     }
     if push_to_hub:
         try:
-            pushed = upload_folder(result.path, repo_id, private=private, token=token)
+            pushed = upload_folder(result.path, check_repo_id(repo_id), private=private, token=token)
         except Exception:
             logger.error(
                 "training and export finished, but the upload to %s failed; retry with: dalr-hf push %s --repo-id %s",

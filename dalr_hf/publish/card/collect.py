@@ -86,7 +86,7 @@ def looks_like_hub_id(name: str | None) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?", name) is not None and not name.endswith(".")
 
 
-def public_name(value: str | None) -> str | None:
+def public_name(value: str | os.PathLike[str] | None) -> str | None:
     """How a model or data location is shown in a published card: an absolute local path by its last component only
     (it means nothing to a reader and may reveal the training machine's layout); names and relative paths as given."""
     if value is None:
@@ -284,7 +284,7 @@ def collect_card_data(
         for i, fingerprint in enumerate(teachers.fingerprints()):
             given = teacher_names[i] if teacher_names and i < len(teacher_names) else fingerprint["name_or_path"]
             shown = public_name(given)
-            shown_names[str(fingerprint["name_or_path"])] = shown
+            shown_names[str(fingerprint["name_or_path"])] = str(shown)
             teacher_rows.append(
                 {
                     "name": shown,

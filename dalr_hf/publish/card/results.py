@@ -76,7 +76,7 @@ def _section(raw: Any, name: str) -> dict[str, Any] | None:
     if name == "mteb" and isinstance(raw.get("scores"), Mapping):
         # dalr_hf.evaluation's dalr_mteb_run.json: main scores on MTEB's 0-1 scale, failed tasks under "errors"
         scores = {task: 100.0 * float(v) for task, v in raw["scores"].items() if _number(v) is not None}
-        errors = raw.get("errors") if isinstance(raw.get("errors"), Mapping) else {}
+        errors = raw["errors"] if isinstance(raw.get("errors"), Mapping) else {}
         raw = {**scores, **{task: {"status": "failed"} for task in errors}}
     tasks = raw.get("tasks") if isinstance(raw.get("tasks"), Mapping) else raw
     keys = SECTION_VALUE_KEYS.get(name, ("main_score", "score"))
