@@ -225,7 +225,13 @@ def read_card_metadata(folder: str | os.PathLike[str]) -> CardMetadata | None:
     readme = Path(folder) / "README.md"
     if not readme.is_file():
         return None
-    text = readme.read_text(encoding="utf-8")
+    return card_metadata_from_text(readme.read_text(encoding="utf-8"))
+
+
+def card_metadata_from_text(text: str | None) -> CardMetadata | None:
+    """The metadata of a DALR card's text (None for any other card, or no card)."""
+    if not text:
+        return None
     marker = _CARD_MARKER.search(text)
     if marker is None:
         return None
@@ -452,7 +458,10 @@ def run_mteb(
     # ``revision`` picks the Hub revision to download; a local folder is used as it is
     st_model = load_model(model, device=device, revision=None if is_path else revision)
     # a folder with a DALR card: the card names the model, its base, its training data, license and citation
-    card = read_card_metadata(str(model)) if is_path else None
+    if is_path:
+        card = read_card_metadata(str(model))
+    else:  # a model from the Hub (or already loaded): the card it came with
+        card = card_metadata_from_text(getattr(st_model, "_model_card_text", None))
     if card is not None:
         logger.info("model metadata from the card of %s: %s", model, card)
     if model_meta is None:
