@@ -291,7 +291,7 @@ def export_model(
         model = load_student(source_folder)
         source = str(source_folder)
         existing = source_folder / "README.md"
-        if card_data is None and eval_results is None and existing.is_file():
+        if card_data is None and eval_results is None and base_model_id is None and existing.is_file():
             text = existing.read_text(encoding="utf-8")
             if is_dalr_card(text):
                 # an earlier export: keep its card (with the evaluation tables it was given), aimed at model_id

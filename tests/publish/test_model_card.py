@@ -287,3 +287,21 @@ def test_hyperparameter_differences_compare_with_the_preset(tmp_path):
     args = DALRTrainingArguments(output_dir=str(tmp_path), preset="reference", hub_token="hf_secret", report_to="none")
     method, trainer = hyperparameter_differences(args)
     assert method == {} and trainer == {}
+
+
+def test_export_base_model_flag_names_the_base_the_run_could_not(trained_run, tmp_path, capsys):
+    from dalr_hf.publish.cli import main as publish_main
+
+    target = tmp_path / "named"
+    argv = [
+        "export",
+        str(trained_run.output_dir),
+        "--output",
+        str(target),
+        "--base-model",
+        "google-bert/bert-base-uncased",
+    ]
+    assert publish_main(argv) == 0
+    meta = _front_matter((target / "README.md").read_text())
+    assert meta["base_model"] == "google-bert/bert-base-uncased"
+    assert f"exported {trained_run.output_dir}" in capsys.readouterr().out
