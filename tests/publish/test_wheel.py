@@ -57,8 +57,7 @@ def _recipe(tmp_path: Path, student: str, teacher: str, output_dir: Path) -> Pat
 
 def _train(python: str, recipe: Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     code = (
-        "import sys, dalr_hf; print('DALR_HF_AT', dalr_hf.__file__); "
-        "from dalr_hf.cli import main; main(sys.argv[1:])"
+        "import sys, dalr_hf; print('DALR_HF_AT', dalr_hf.__file__); from dalr_hf.cli import main; main(sys.argv[1:])"
     )
     return subprocess.run(
         [python, "-c", code, "train", "--config", str(recipe)],
