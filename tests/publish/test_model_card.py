@@ -80,8 +80,9 @@ def test_card_with_results_has_metadata_training_details_tables_and_citations(tr
     # the STS test figures, as the Hub's model-index
     index = meta["model-index"][0]
     assert index["name"] == "dalr-tiny"
-    sts = {r["dataset"]["type"]: r["metrics"][0]["value"] for r in index["results"]}
-    assert sts["mteb/sts12-sts"] == 71.21 and sts["mteb/sickr-sts"] == 72.0 and len(sts) == 7
+    sts = {(r["dataset"]["type"], r["dataset"]["split"]): r["metrics"][0]["value"] for r in index["results"]}
+    assert sts[("mteb/sts12-sts", "test")] == 71.21 and sts[("mteb/sickr-sts", "test")] == 72.0 and len(sts) == 8
+    assert sts[("mteb/stsbenchmark-sts", "validation")] == 20.0  # the dev score that selected the checkpoint
     assert meta["language"] == ["en"] and meta["license"] == "apache-2.0"
     assert {"sentence-transformers", "dalr"} <= set(meta["tags"]) and "lora" not in meta["tags"]
     # huggingface_hub parses the same metadata offline
@@ -122,7 +123,9 @@ def test_card_without_results_renders_cleanly(trained_run):
     data = _card_data(trained_run)
     text = render_model_card(data)
     meta = _front_matter(text)
-    assert "model-index" not in meta
+    # without test results, the model-index holds only the STS-B dev score that selected the checkpoint
+    (entry,) = meta["model-index"][0]["results"]
+    assert entry["dataset"]["split"] == "validation" and entry["metrics"][0]["value"] == 20.0
     assert "No evaluation results were attached" in text
     assert "### Semantic textual similarity" not in text and "### MTEB" not in text
     assert 'SentenceTransformer("path/to/this/model")' in text
@@ -236,7 +239,8 @@ def test_comparison_and_warnings_of_the_run_report_are_shown(trained_run):
     text = render_model_card(data)
     meta = _front_matter(text)
     # model-index from the run report's STS test figures when no evaluation results are attached
-    sts = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in meta["model-index"][0]["results"]}
+    results = meta["model-index"][0]["results"]
+    sts = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in results if r["dataset"]["split"] == "test"}
     assert sts == {"STS12": 55.5, "SICK-R": 58.0}
     assert "## Compared with the base model as shipped" in text
     assert "**better than the base model as shipped on the STS test average (+1.75)**" in text

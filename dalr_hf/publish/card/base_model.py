@@ -62,6 +62,22 @@ def hub_id_of_folder(folder: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def hub_id_of(name: str | None) -> str | None:
+    """The Hub id of a model given as a Hub id, ``pypi:<package>`` or a folder (None when nothing names one)."""
+    if not name:
+        return None
+    if name.startswith("pypi:"):
+        from dalr_hf.student import resolve_model_path
+
+        try:
+            return hub_id_of_folder(resolve_model_path(name))
+        except ValueError:
+            return None
+    if os.path.isdir(name):
+        return hub_id_of_folder(name)
+    return name if looks_like_hub_id(name) else None
+
+
 def resolve_base_model_id(name: str | None, base_model_id: str | None = None) -> str | None:
     """The Hub id the card names as ``base_model`` for a base model given as ``name``.
 

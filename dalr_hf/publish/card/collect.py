@@ -269,7 +269,7 @@ def collect_card_data(
     """
     from dalr_hf import __version__
     from dalr_hf.lora import has_lora, lora_settings, parameter_counts
-    from dalr_hf.publish.card.base_model import resolve_base_model_id
+    from dalr_hf.publish.card.base_model import hub_id_of, resolve_base_model_id
 
     if trainer is not None:
         args = args if args is not None else trainer.args
@@ -288,7 +288,7 @@ def collect_card_data(
             teacher_rows.append(
                 {
                     "name": shown,
-                    "hub_id": shown if looks_like_hub_id(shown) else None,
+                    "hub_id": hub_id_of(str(given)),
                     "weight": fingerprint.get("weight"),
                     "pooler": fingerprint.get("pooler"),
                     "max_length": fingerprint.get("max_length"),
@@ -301,9 +301,7 @@ def collect_card_data(
         weights = trainer.loss.teacher_weights
         for i, weight in enumerate(weights):
             shown = public_name(teacher_names[i]) if teacher_names and i < len(teacher_names) else f"cached teacher {i}"
-            teacher_rows.append(
-                {"name": shown, "hub_id": shown if looks_like_hub_id(shown) else None, "weight": weight}
-            )
+            teacher_rows.append({"name": shown, "hub_id": hub_id_of(shown), "weight": weight})
 
     schedule = trainer.schedule.summary() if getattr(trainer, "schedule", None) is not None else None
     if feature_metadata is None:

@@ -346,11 +346,10 @@ class DALRModelCardData(SentenceTransformerModelCardData):
             if meta.get("base_model"):
                 values["base_model"] = meta["base_model"]
             values["datasets"] = list(dict.fromkeys([*meta["datasets"], *(values.get("datasets") or [])]))
-            index = sts_model_index_results(values["model_name"], _sts_test_scores(self.dalr, self.dalr_eval_results))
-            previous = values.get("model-index") or []
-            if index and previous:
-                index[0]["results"].extend(previous[0].get("results", []))
-            values["model-index"] = index or previous
+            scores = _sts_test_scores(self.dalr, self.dalr_eval_results)
+            selection = self.dalr.get("selection") or {}
+            dev = selection.get("after") if selection.get("metric") == "eval_stsb_spearman" else None
+            values["model-index"] = sts_model_index_results(values["model_name"], scores, dev_score=dev)
             citations = dict(values.get("citations") or {})
             for entry in values["dalr"]["dalr_citations"]:
                 citations.setdefault(entry["name"], entry["bibtex"])

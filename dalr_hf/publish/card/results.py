@@ -177,8 +177,11 @@ def _score(value: Any) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def sts_model_index_results(model_name: str, sts_scores: Mapping[str, float | None]) -> list[dict[str, Any]]:
-    """``model-index`` entries (Hub model card metadata) for STS test scores, Spearman × 100 per task.
+def sts_model_index_results(
+    model_name: str, sts_scores: Mapping[str, float | None], dev_score: float | None = None
+) -> list[dict[str, Any]]:
+    """``model-index`` entries (Hub model card metadata) for STS test scores, Spearman × 100 per task, and the STS-B
+    development score (``dev_score``, the validation split) that selected the checkpoint.
 
     Built with huggingface_hub's :class:`~huggingface_hub.EvalResult`, the Hub's own representation of a card's
     evaluation results, so the Hub shows them as this model's scores on the named datasets.
@@ -201,6 +204,19 @@ def sts_model_index_results(model_name: str, sts_scores: Mapping[str, float | No
                 metric_type="spearman_cosine",
                 metric_name="Spearman correlation of cosine similarities × 100",
                 metric_value=round(float(value), 2),
+            )
+        )
+    if dev_score is not None:
+        results.append(
+            EvalResult(
+                task_type="sentence-similarity",
+                task_name="Semantic Textual Similarity",
+                dataset_type=STS_HUB_DATASETS["STSBenchmark"],
+                dataset_name="STS-B dev (model selection)",
+                dataset_split="validation",
+                metric_type="spearman_cosine",
+                metric_name="Spearman correlation of cosine similarities × 100",
+                metric_value=round(float(dev_score), 2),
             )
         )
     return eval_results_to_model_index(model_name, results) if results else []
