@@ -28,6 +28,7 @@ def test_dry_run_writes_the_folder_that_would_be_uploaded(trained_run, tmp_path,
             "README.md",
             "config.json",
             "config_sentence_transformers.json",
+            "dalr_training_curves.png",
             "model.safetensors",
             "modules.json",
             "sentence_bert_config.json",
@@ -111,7 +112,7 @@ def test_export_command_and_registration(trained_run, tmp_path, capsys):
     card = (target / "README.md").read_text()
     assert "| 70.00 | 80.00 | **75.00** |" in card and "| STS14 | 50.00 |" in card
 
-    # the lead's `dalr-hf` parser takes both subcommands through register()
+    # the `dalr-hf` parser takes both subcommands through register()
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["push", "out", "--repo-id", "a/b", "--private", "--dry-run", "d"])
