@@ -38,7 +38,7 @@ from dalr_hf.data import DALRDataCollator  # noqa: E402
 from dalr_hf.demo import read_caption_lines, stand_in_image_features  # noqa: E402
 from dalr_hf.lora import apply_lora, parameter_counts  # noqa: E402
 from dalr_hf.losses.dalr import DALRLoss  # noqa: E402
-from dalr_hf.model_card import hardware_info  # noqa: E402
+from dalr_hf.publish.card.collect import hardware_info  # noqa: E402
 from dalr_hf.student import build_student, resolve_model_path  # noqa: E402
 from dalr_hf.teachers import TeacherEnsemble  # noqa: E402
 from dalr_hf.training_args import DALRTrainingArguments  # noqa: E402

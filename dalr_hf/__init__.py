@@ -31,17 +31,18 @@ _EXPORTS = {
     "DALRTrainer": "dalr_hf.trainer",
     "build_train_dataset": "dalr_hf.trainer",
     "DALRTrainingArguments": "dalr_hf.training_args",
-    "export_model": "dalr_hf.export",
-    "push_to_hub": "dalr_hf.hub",
+    "export_model": "dalr_hf.publish.export",
+    "push_to_hub": "dalr_hf.publish.hub",
     "apply_lora": "dalr_hf.lora",
     "merge_lora": "dalr_hf.lora",
-    "collect_card_data": "dalr_hf.model_card",
-    "render_model_card": "dalr_hf.model_card",
+    "collect_card_data": "dalr_hf.publish.card.collect",
+    "DALRModelCardData": "dalr_hf.publish.card.render",
 }
 
 __all__ = [
     "CachedTeachers",
     "DALRDataCollator",
+    "DALRModelCardData",
     "DALRLoss",
     "DALRTrainer",
     "DALRTrainingArguments",
@@ -64,7 +65,6 @@ __all__ = [
     "load_text_corpus",
     "merge_lora",
     "push_to_hub",
-    "render_model_card",
     "resolve_model_path",
 ]
 
@@ -91,12 +91,13 @@ if TYPE_CHECKING:  # pragma: no cover
         load_text_corpus,
     )
     from dalr_hf.evaluation import SentEvalEvaluator
-    from dalr_hf.export import export_model
-    from dalr_hf.hub import push_to_hub
     from dalr_hf.lora import apply_lora, merge_lora
     from dalr_hf.losses.dalr import DALRLoss
     from dalr_hf.losses.presets import PRESETS, LossSettings
-    from dalr_hf.model_card import collect_card_data, render_model_card
+    from dalr_hf.publish.card.collect import collect_card_data
+    from dalr_hf.publish.card.render import DALRModelCardData
+    from dalr_hf.publish.export import export_model
+    from dalr_hf.publish.hub import push_to_hub
     from dalr_hf.student import build_student, resolve_model_path
     from dalr_hf.teachers import CachedTeachers, Teacher, TeacherConfig, TeacherEnsemble, TeacherOutput
     from dalr_hf.trainer import DALRTrainer, build_train_dataset

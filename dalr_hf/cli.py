@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dalr_hf import __version__
     from dalr_hf.evaluation.cli import register as register_evaluation
     from dalr_hf.features.cli import register as register_features
-    from dalr_hf.publish_cli import register as register_publish
+    from dalr_hf.publish.cli import register as register_publish
 
     parser = argparse.ArgumentParser(prog="dalr-hf", description="DALR sentence encoders on the Hugging Face stack")
     parser.add_argument("--version", action="version", version=f"dalr-hf {__version__}")

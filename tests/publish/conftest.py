@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dalr_hf.export import export_after_training
+from dalr_hf.publish.export import export_after_training
 from dalr_hf.student import build_student
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.trainer import DALRTrainer
@@ -70,7 +70,7 @@ def trained_run(tmp_path_factory, tiny_bert_dir, tiny_teacher_dir) -> TrainedRun
         save_total_limit=1,
         logging_steps=1,
         learning_rate=1e-3,
-        report_to="none",
+        report_to="tensorboard",  # event files, as the recipes write them
     )
     trainer = DALRTrainer(
         model=student, args=args, text_dataset=text, paired_dataset=paired, teachers=teachers, evaluator=evaluator
@@ -92,7 +92,7 @@ def trained_run(tmp_path_factory, tiny_bert_dir, tiny_teacher_dir) -> TrainedRun
                 "best_checkpoint": trainer.state.best_model_checkpoint,
             },
         },
-    )
+    ).to_dict()
     return TrainedRun(trainer, output_dir, output_dir / "export", evaluator, summary, embeddings)
 
 

@@ -14,7 +14,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize
 
 from dalr_hf.checkpoints import HEADS_FILE
-from dalr_hf.export import (
+from dalr_hf.publish.export import (
     POOLING_TYPE,
     TRANSFORMER_TYPE,
     ExportError,
@@ -31,6 +31,7 @@ EXPECTED_FILES = {
     "README.md",
     "config.json",
     "config_sentence_transformers.json",
+    "dalr_training_curves.png",  # the card shows it
     "model.safetensors",
     "modules.json",
     "sentence_bert_config.json",

@@ -10,10 +10,10 @@ import shutil
 import huggingface_hub
 import pytest
 
-from dalr_hf.export import export_model, list_files
-from dalr_hf.hub import HubPushError, check_repo_id, push_to_hub
-from dalr_hf.publish_cli import main as publish_main
-from dalr_hf.publish_cli import register
+from dalr_hf.publish.cli import main as publish_main
+from dalr_hf.publish.cli import register
+from dalr_hf.publish.export import export_model, list_files
+from dalr_hf.publish.hub import HubPushError, check_repo_id, push_to_hub
 
 
 def test_dry_run_writes_the_folder_that_would_be_uploaded(trained_run, tmp_path, capsys):
@@ -28,6 +28,7 @@ def test_dry_run_writes_the_folder_that_would_be_uploaded(trained_run, tmp_path,
             "README.md",
             "config.json",
             "config_sentence_transformers.json",
+            "dalr_training_curves.png",
             "model.safetensors",
             "modules.json",
             "sentence_bert_config.json",

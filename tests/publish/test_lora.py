@@ -13,7 +13,6 @@ import torch
 from safetensors import safe_open
 from sentence_transformers import SentenceTransformer
 
-from dalr_hf.export import export_model, list_files
 from dalr_hf.lora import (
     LORA_ADAPTER_FILE,
     LORA_CONFIG_FILE,
@@ -24,6 +23,7 @@ from dalr_hf.lora import (
     merge_lora,
     parameter_counts,
 )
+from dalr_hf.publish.export import export_model, list_files
 from dalr_hf.student import build_student
 from dalr_hf.trainer import DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments

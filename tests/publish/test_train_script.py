@@ -10,8 +10,8 @@ import pytest
 import yaml
 from sentence_transformers import SentenceTransformer
 
-from dalr_hf.export import list_files
-from dalr_hf.model_card import CARD_MARKER
+from dalr_hf.publish.card.render import CARD_MARKER
+from dalr_hf.publish.export import list_files
 from dalr_hf.scripts.train import main as train_main
 from tests.publish.publish_helpers import PROBE_SENTENCES
 

@@ -1,6 +1,6 @@
 """Publishing an exported student on the Hugging Face Hub with ``huggingface_hub``.
 
-:func:`push_to_hub` exports the model (see :mod:`dalr_hf.export`) into a staging folder with a card whose usage
+:func:`push_to_hub` exports the model (see :mod:`dalr_hf.publish.export`) into a staging folder with a card whose usage
 snippet loads the target repository, then creates the repository (``HfApi.create_repo``, ``exist_ok``) and uploads
 that folder as one commit (``HfApi.upload_folder``). With ``dry_run_dir`` it writes the staging folder there and
 stops: that folder is byte for byte what would be uploaded. The endpoint is huggingface_hub's own setting
@@ -62,9 +62,9 @@ def check_repo_id(repo_id: str | None) -> str:
 
 def check_can_push(repo_id: str | None) -> str:
     """Fail early (before training) when a push could not happen: a malformed id, or offline mode."""
-    check_repo_id(repo_id)
+    checked = check_repo_id(repo_id)
     _check_online()
-    return repo_id
+    return checked
 
 
 def _check_online() -> None:
@@ -90,7 +90,7 @@ def upload_folder(
     """Create ``repo_id`` if needed and upload every file of ``folder`` to it in one commit."""
     from huggingface_hub import HfApi
 
-    from dalr_hf.export import list_files
+    from dalr_hf.publish.export import list_files
 
     check_repo_id(repo_id)
     _check_online()
@@ -130,7 +130,7 @@ def push_to_hub(
     card_data: Mapping[str, Any] | None = None,
     model_card: bool = True,
     eval_results: Any = None,
-    template: str | os.PathLike[str] | None = None,
+    base_model_id: str | None = None,
     checkpoint: str = "auto",
     commit_message: str | None = None,
     revision: str | None = None,
@@ -138,11 +138,11 @@ def push_to_hub(
 ) -> PushResult:
     """Export a trained student (in memory, or a training output / checkpoint / model folder) and upload it.
 
-    The uploaded folder is :func:`dalr_hf.export.export_model`'s, with the card's usage snippet loading
+    The uploaded folder is :func:`dalr_hf.publish.export.export_model`'s, with the card's usage snippet loading
     ``repo_id``. ``dry_run_dir`` writes that folder there instead of uploading (``overwrite`` replaces an earlier
     dry run). ``private`` applies when the repository is created; the Hub ignores it for an existing one.
     """
-    from dalr_hf.export import export_model
+    from dalr_hf.publish.export import export_model
 
     check_repo_id(repo_id)
     export_kwargs = dict(
@@ -150,7 +150,7 @@ def push_to_hub(
         model_card=model_card,
         model_id=repo_id,
         eval_results=eval_results,
-        template=template,
+        base_model_id=base_model_id,
         checkpoint=checkpoint,
     )
     if dry_run_dir is not None:
@@ -179,3 +179,48 @@ def push_to_hub(
     result.folder = None  # the staging folder is gone
     result.card_rendered = exported.card_rendered
     return result
+
+
+def publish_after_training(
+    trainer: Any,
+    export_dir: str | os.PathLike[str],
+    *,
+    model_card: bool = True,
+    card_inputs: Mapping[str, Any] | None = None,
+    eval_results: Any = None,
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """The training script's last step: the card and the export (:func:`dalr_hf.publish.export.export_after_training`),
+    then, with ``push_to_hub``, one upload of the exported folder to ``repo_id``. Returns a JSON-able summary."""
+    from dalr_hf.publish.export import export_after_training
+
+    result = export_after_training(
+        trainer,
+        export_dir,
+        model_card=model_card,
+        card_inputs=card_inputs,
+        eval_results=eval_results,
+        model_id=repo_id,
+    )
+    summary: dict[str, Any] = {
+        "export_dir": result.path,
+        "files": result.files,
+        "card_rendered": result.card_rendered,
+        "merged_lora": result.merged_lora,
+    }
+    if push_to_hub:
+        try:
+            pushed = upload_folder(result.path, check_repo_id(repo_id), private=private, token=token)
+        except Exception:
+            logger.error(
+                "training and export finished, but the upload to %s failed; retry with: dalr-hf push %s --repo-id %s",
+                repo_id,
+                trainer.args.output_dir,
+                repo_id,
+            )
+            raise
+        summary["hub"] = {"repo_id": pushed.repo_id, "commit_url": pushed.commit_url, "private": private}
+    return summary

@@ -76,7 +76,7 @@ class ExportResult:
 # ---------------------------------------------------------------------------------------------------------------------
 def _checkpoints(folder: Path) -> list[Path]:
     found = [p for p in folder.iterdir() if p.is_dir() and _CHECKPOINT_DIR.match(p.name)]
-    return sorted(found, key=lambda p: int(_CHECKPOINT_DIR.match(p.name).group(1)))
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
 
 
 def _is_model_folder(folder: Path) -> bool:
@@ -247,7 +247,8 @@ def export_model(
     model_card: bool = True,
     model_id: str | None = None,
     eval_results: Any = None,
-    template: str | os.PathLike[str] | None = None,
+    plot: str | os.PathLike[str] | None = None,
+    base_model_id: str | None = None,
     checkpoint: str = "auto",
     overwrite: bool = False,
 ) -> ExportResult:
@@ -257,17 +258,24 @@ def export_model(
         model_or_path: the trained student (in memory; LoRA adapters are merged into the saved weights, the model
             itself is left as it is), or a training output folder / checkpoint / model folder.
         export_dir: the folder to write (created; must be new or empty unless ``overwrite``).
-        card_data: card data from :func:`dalr_hf.model_card.collect_card_data`; when exporting from a path, the
-            ``dalr_card_data.json`` of the run (in the folder or its parent) is used if this is None.
-        model_card: write ``README.md`` (the DALR card; a failure to render warns and writes a minimal card).
+        card_data: card data from :func:`dalr_hf.publish.card.collect.collect_card_data`; when exporting from a
+            path, the ``dalr_card_data.json`` of the run (in the folder or its parent) is used if this is None.
+        model_card: write ``README.md`` (the DALR card, rendered by sentence-transformers with
+            :class:`~dalr_hf.publish.card.render.DALRModelCardData`; a failure to render warns and writes a minimal
+            card).
         model_id: the Hub id the card's usage snippet loads.
-        eval_results: evaluation results for the card (see :func:`dalr_hf.model_card.normalize_eval_results`).
-        template: another card template (default: ``model_cards/dalr_model_card.md``).
+        eval_results: evaluation results for the card (see
+            :func:`dalr_hf.publish.card.results.normalize_eval_results`).
+        plot: the run's training-curves PNG, copied beside the card that embeds it (when exporting from a path:
+            found beside the card data if None).
+        base_model_id: the base model's Hub id for the card's ``base_model``, when the card data has none.
         checkpoint: which model of a training output folder to export (see :func:`resolve_model_folder`).
         overwrite: replace an existing export in ``export_dir``.
     """
+    from dalr_hf.curves import PLOT_FILE
     from dalr_hf.lora import has_lora, merged_lora_view
-    from dalr_hf.model_card import find_card_data, is_dalr_card, load_card_data, retarget_card, write_model_card
+    from dalr_hf.publish.card.collect import find_card_data, load_card_data
+    from dalr_hf.publish.card.render import is_dalr_card, retarget_card, write_model_card
     from dalr_hf.student import record_no_pooling_layer
 
     target = Path(export_dir)
@@ -278,7 +286,7 @@ def export_model(
         model = load_student(source_folder)
         source = str(source_folder)
         existing = source_folder / "README.md"
-        if card_data is None and eval_results is None and template is None and existing.is_file():
+        if card_data is None and eval_results is None and base_model_id is None and existing.is_file():
             text = existing.read_text(encoding="utf-8")
             if is_dalr_card(text):
                 # an earlier export: keep its card (with the evaluation tables it was given), aimed at model_id
@@ -286,9 +294,21 @@ def export_model(
         if card_data is None and kept_card is None:
             found = find_card_data(source_folder) or find_card_data(model_or_path)
             card_data = load_card_data(found) if found is not None else None
+            if plot is None and found is not None and (found.parent / PLOT_FILE).is_file():
+                plot = found.parent / PLOT_FILE
+        if plot is None and (source_folder / PLOT_FILE).is_file():
+            plot = source_folder / PLOT_FILE
     else:
         model = model_or_path
         source = "in-memory model"
+    if base_model_id and card_data is not None:
+        from dalr_hf.publish.card.base_model import resolve_base_model_id
+
+        card_data = {
+            **card_data,
+            "base_model": {**card_data["base_model"], "hub_id": resolve_base_model_id(None, base_model_id)},
+        }
+        card_data["base_model"]["name"] = base_model_id
     pooling = check_student_structure(model)
     merged = has_lora(model)
 
@@ -305,12 +325,16 @@ def export_model(
         # Rebuild the backbone on load exactly as build_student built it (no randomly initialised NSP pooler).
         record_no_pooling_layer(str(staging), model)
         rendered = None
+        plot_file = None
+        if plot is not None and Path(plot).is_file():
+            shutil.copyfile(plot, staging / PLOT_FILE)
+            plot_file = PLOT_FILE
         if model_card and kept_card is not None:
             (staging / "README.md").write_text(kept_card, encoding="utf-8")
             rendered = True
         elif model_card:
             rendered = write_model_card(
-                staging, card_data, model_id=model_id, eval_results=eval_results, template=template
+                model, staging, card_data, model_id=model_id, eval_results=eval_results, plot_file=plot_file
             )
         check_export_folder(staging)
         if target.exists():
@@ -342,55 +366,45 @@ def export_after_training(
     model_card: bool = True,
     card_inputs: Mapping[str, Any] | None = None,
     eval_results: Any = None,
-    push_to_hub: bool = False,
-    repo_id: str | None = None,
-    private: bool | None = None,
-    token: str | None = None,
-) -> dict[str, Any]:
-    """What the training script does once the model is saved: card data, export with the card, optional upload.
+    model_id: str | None = None,
+) -> ExportResult:
+    """What the training script does once the model is saved: the run's one card, then the export.
 
-    The card data (:func:`dalr_hf.model_card.collect_card_data` with ``card_inputs``) is also written to the run's
-    output folder, so that ``dalr-hf export`` / ``dalr-hf push`` can render the same card later (with evaluation
-    results that arrive after training). A problem with the card only warns; an export or upload failure raises
-    (the trained model is already saved by then).
+    The card data (:func:`dalr_hf.publish.card.collect.collect_card_data` with ``card_inputs``) goes into the
+    trained model's sentence-transformers card data, so ``OUTPUT_DIR/README.md`` is rewritten as the DALR card and
+    the export gets the same card (with ``model_id`` in its usage examples). The card data, with what
+    sentence-transformers recorded during training, is saved as ``OUTPUT_DIR/dalr_card_data.json`` so that
+    ``dalr-hf export`` / ``dalr-hf push`` render the same card later (with evaluation results that arrive after
+    training). A problem with the card only warns; an export failure raises (the trained model is saved by then).
     """
-    from dalr_hf.model_card import collect_card_data, save_card_data
+    from dalr_hf.curves import PLOT_FILE
+    from dalr_hf.publish.card.collect import collect_card_data, save_card_data
+    from dalr_hf.publish.card.render import write_model_card
 
+    output_dir = Path(trainer.args.output_dir)
+    plot = output_dir / PLOT_FILE
+    plot_file = PLOT_FILE if plot.is_file() else None
     card_data = None
     try:
         card_data = collect_card_data(trainer, **dict(card_inputs or {}))
-        save_card_data(card_data, trainer.args.output_dir)
     except Exception as exc:
         logger.warning(
             "model card data could not be collected (%s: %s); the card will be minimal", type(exc).__name__, exc
         )
-    result = export_model(
+    if card_data is not None and model_card:
+        if write_model_card(trainer.model, output_dir, card_data, eval_results=eval_results, plot_file=plot_file):
+            card = trainer.model.model_card_data
+            card_data["sentence_transformers"] = card.sentence_transformers_context()
+            card._training_start_time = None  # training is over: every later card shows the time recorded now
+    if card_data is not None:
+        save_card_data(card_data, output_dir)
+    return export_model(
         trainer.model,
         export_dir,
         card_data=card_data,
         model_card=model_card,
-        model_id=repo_id,
+        model_id=model_id,
         eval_results=eval_results,
+        plot=plot if plot_file else None,
         overwrite=True,
     )
-    summary: dict[str, Any] = {
-        "export_dir": result.path,
-        "files": result.files,
-        "card_rendered": result.card_rendered,
-        "merged_lora": result.merged_lora,
-    }
-    if push_to_hub:
-        from dalr_hf.hub import upload_folder
-
-        try:
-            pushed = upload_folder(result.path, repo_id, private=private, token=token)
-        except Exception:
-            logger.error(
-                "training and export finished, but the upload to %s failed; retry with: dalr-hf push %s --repo-id %s",
-                repo_id,
-                trainer.args.output_dir,
-                repo_id,
-            )
-            raise
-        summary["hub"] = {"repo_id": pushed.repo_id, "commit_url": pushed.commit_url, "private": private}
-    return summary

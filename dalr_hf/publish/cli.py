@@ -3,7 +3,7 @@
     dalr-hf export outputs/dalr-bert --output exports/dalr-bert [--eval-results results.json] [--model-id org/name]
     dalr-hf push outputs/dalr-bert --repo-id org/dalr-bert [--private] [--dry-run staging/]
 
-``register(subparsers)`` adds them to the ``dalr-hf`` command; ``python -m dalr_hf.publish_cli <command> ...`` runs
+``register(subparsers)`` adds them to the ``dalr-hf`` command; ``python -m dalr_hf.publish.cli <command> ...`` runs
 them standalone.
 """
 
@@ -27,9 +27,9 @@ def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
     def wrapper(args: argparse.Namespace) -> int:
         from huggingface_hub.errors import HfHubHTTPError
 
-        from dalr_hf.export import ExportError
-        from dalr_hf.hub import HubPushError
-        from dalr_hf.model_card import ModelCardError
+        from dalr_hf.publish.card.collect import ModelCardError
+        from dalr_hf.publish.export import ExportError
+        from dalr_hf.publish.hub import HubPushError
 
         user_errors = (ExportError, HubPushError, ModelCardError, HfHubHTTPError, FileNotFoundError)
         try:
@@ -63,7 +63,7 @@ def _print_files(folder: str, files: Sequence[str]) -> None:
 
 @_friendly
 def _run_export(args: argparse.Namespace) -> int:
-    from dalr_hf.export import export_model
+    from dalr_hf.publish.export import export_model
 
     result = export_model(
         args.source,
@@ -71,7 +71,7 @@ def _run_export(args: argparse.Namespace) -> int:
         model_card=not args.no_card,
         model_id=args.model_id,
         eval_results=_eval_results(args),
-        template=args.template,
+        base_model_id=args.base_model,
         checkpoint=args.checkpoint,
         overwrite=args.overwrite,
     )
@@ -84,7 +84,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 @_friendly
 def _run_push(args: argparse.Namespace) -> int:
-    from dalr_hf.hub import push_to_hub
+    from dalr_hf.publish.hub import push_to_hub
 
     result = push_to_hub(
         args.source,
@@ -95,7 +95,7 @@ def _run_push(args: argparse.Namespace) -> int:
         dry_run_dir=args.dry_run,
         model_card=not args.no_card,
         eval_results=_eval_results(args),
-        template=args.template,
+        base_model_id=args.base_model,
         checkpoint=args.checkpoint,
         commit_message=args.commit_message,
         revision=args.revision,
@@ -103,7 +103,7 @@ def _run_push(args: argparse.Namespace) -> int:
     )
     if result.dry_run:
         print(f"dry run: nothing uploaded; this folder is what would be uploaded to {result.repo_id}")
-        _print_files(result.folder, result.files)
+        _print_files(result.folder or args.dry_run, result.files)
     else:
         print(f"uploaded {len(result.files)} files to {result.repo_id}: {result.commit_url}")
         for name in result.files:
@@ -131,7 +131,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--mteb-results", default=None, help="dalr_mteb_run.json written by `dalr-hf mteb` (MTEB table)")
     p.add_argument("--no-card", action="store_true", help="do not write README.md")
-    p.add_argument("--template", default=None, help="card template (default: model_cards/dalr_model_card.md)")
+    p.add_argument(
+        "--base-model",
+        default=None,
+        help="Hub id of the base model for the card's base_model metadata, when the run's base (a pypi: package or "
+        "a local folder) does not name it (e.g. sentence-transformers/all-MiniLM-L6-v2)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in the target folder")
 
 
@@ -167,7 +172,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dalr_hf.publish_cli", description="dalr_hf publishing commands.")
+    parser = argparse.ArgumentParser(prog="python -m dalr_hf.publish.cli", description="dalr_hf publishing commands.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     register(subparsers)
     args = parser.parse_args(argv)
