@@ -81,10 +81,19 @@ def _run_cache(args: argparse.Namespace) -> int:
     import torch
     from datasets import Dataset
 
+    from ..recipe_config import check_model_name, check_text_file
     from ..teachers import Teacher, TeacherConfig, TeacherEnsemble
     from .store import FEATURE_STORE_METADATA, load_feature_store
     from .teacher_cache import build_teacher_cache
 
+    # inputs first, before any teacher is loaded
+    if args.text_file:
+        check_text_file(args.text_file, "--text-file")
+    elif not Path(args.dataset).is_dir():
+        raise FileNotFoundError(f"--dataset {args.dataset!r}: no such folder (expected a feature store or a "
+                                "datasets save_to_disk folder)")
+    for i, name in enumerate(args.teacher):
+        check_model_name(f"--teacher {i + 1}", name)
     n = len(args.teacher)
     weights = _per_teacher(args.teacher_weight, n, "--teacher-weight")
     weights = [w if w is not None else 1.0 / n for w in weights]
