@@ -24,6 +24,10 @@ from pathlib import Path
 
 import yaml
 
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_name] = "1"  # before any Hugging Face library is imported: no case may reach the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 
@@ -44,12 +48,44 @@ def env() -> dict:
     return e
 
 
-def cli(*argv: str, timeout: int = 900, pre: str = "") -> tuple[int, str]:
-    """Run ``dalr-hf ARGV`` (optionally after the Python statements ``pre``); return (exit code, output)."""
-    code = f"{pre}\nimport sys\nfrom dalr_hf.cli import main\nsys.exit(main({list(argv)!r}))"
-    result = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=timeout,
-                            cwd=ROOT)
-    return result.returncode, result.stdout + result.stderr
+def cli(*argv: str, timeout: int = 900, pre: str = "", subprocess_: bool = False) -> tuple[int, str]:
+    """Run ``dalr-hf ARGV``; return (exit code, output). In this process (what a user sees: stdout, stderr and the
+    log), or in a fresh one when ``pre`` (Python statements run first, e.g. a file size limit) is given."""
+    if pre or subprocess_:
+        code = f"{pre}\nimport sys\nfrom dalr_hf.cli import main\nsys.exit(main({list(argv)!r}))"
+        result = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True,
+                                timeout=timeout, cwd=ROOT)
+        return result.returncode, result.stdout + result.stderr
+    import contextlib
+    import io
+    import logging
+
+    from dalr_hf.cli import main as dalr_hf_main
+
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    rc = 0
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            try:
+                rc = int(dalr_hf_main(list(argv)) or 0)
+            except SystemExit as exc:
+                if isinstance(exc.code, str):
+                    buffer.write(exc.code + "\n")
+                    rc = 1
+                else:
+                    rc = int(exc.code or 0)
+            except Exception:  # noqa: BLE001 - an uncaught error is what a user would see as a traceback
+                import traceback
+
+                buffer.write(traceback.format_exc())
+                rc = 1
+    finally:
+        root.removeHandler(handler)
+    return rc, buffer.getvalue()
 
 
 def last_line(output: str, expect: str) -> str:
@@ -204,7 +240,7 @@ class Matrix:
         rc_kill = proc.wait()
         (out / "dalr_run.lock").unlink(missing_ok=True) if sig == signal.SIGKILL else None
         rc, output = cli("train", "--config", self.recipe(out, max_steps=12, save_steps=2, eval_steps=1000),
-                         "--resume_from_checkpoint", "last")
+                         "--resume_from_checkpoint", "last", subprocess_=True)
         return rc, f"first run exit {rc_kill}; resumed: " + output
 
     def resume_case(self, how: str) -> tuple[int, str]:
@@ -228,7 +264,7 @@ class Matrix:
             (out / "dalr_run.json").write_text(json.dumps({"run_id": "someone-else"}))
             return self.train(out, "--resume_from_checkpoint", str(out / "checkpoint-2"), max_steps=6)
         elif how == "other_config":
-            return self.train(out, "--resume_from_checkpoint", str(out / "checkpoint-2"), max_steps=6, seed=7)
+            return self.train(out, "--resume_from_checkpoint", str(out / "checkpoint-2"), max_steps=6, temperature=0.1)
         return self.train(out, *flags, max_steps=6)
 
     def stand_in_other(self) -> tuple[int, str]:
@@ -262,7 +298,7 @@ class Matrix:
         if rc != 0:
             return rc, output
         return self.train(self.out("pooler_changed"), stand_in_captions=None, paired_dataset=store,
-                          teacher_cache=str(cache), teacher_poolers=["cls"], image_feature_dim=8)
+                          teacher_cache=str(cache), teacher_poolers=["cls_before_pooler"], image_feature_dim=8)
 
     def full_disk(self) -> tuple[int, str]:
         out = self.out("full_disk")
@@ -342,13 +378,14 @@ class Matrix:
             Case("data", "not a feature store (missing metadata/columns)",
                  lambda: T(o("d10"), stand_in_captions=None, paired_dataset=str(self.work / "downstream")),
                  "paired_dataset", 1),
-            Case("data", "teacher cache built with another pooler", self.pooler_changed, "pooler is", 1),
+            Case("data", "teacher cache built with another pooler", self.pooler_changed,
+                 "pooler is 'mean' in the cache", 1),
             # output folder and resume
             Case("run", "second run while another holds the folder", self.lock_held, "is in use by another run", 1),
             Case("run", "stale lock of a dead run", self.lock_stale, "stale lock", 1),
             Case("run", "fresh run into a finished run's folder", lambda: self.overwrite_used(False),
                  "holds an earlier run", 1),
-            Case("run", "same with --overwrite_output_dir", lambda: self.overwrite_used(True), "after", 0),
+            Case("run", "same with --overwrite_output_dir", lambda: self.overwrite_used(True), "-> after", 0),
             Case("run", "resume last with no checkpoint", lambda: self.resume_case("none"),
                  "no complete checkpoint to resume from", 1),
             Case("run", "resume last of a finished run", lambda: self.resume_case("finished"),
@@ -361,11 +398,12 @@ class Matrix:
                  "is incomplete", 0),
             Case("run", "resume a checkpoint of another run", lambda: self.resume_case("other_run"),
                  "run_id: this run has 'someone-else'", 1),
-            Case("run", "resume with another configuration (seed)", lambda: self.resume_case("other_config"),
+            Case("run", "resume with another configuration (temperature)", lambda: self.resume_case("other_config"),
                  "comes from another configuration", 1),
-            Case("run", "SIGINT, then resume last", lambda: self.interrupted_then_resumed(signal.SIGINT), "after", 0),
+            Case("run", "SIGINT, then resume last", lambda: self.interrupted_then_resumed(signal.SIGINT),
+                 "-> after", 0),
             Case("run", "SIGKILL, then resume last", lambda: self.interrupted_then_resumed(signal.SIGKILL),
-                 "after", 0),
+                 "-> after", 0),
             Case("run", "stand-in recipe resumed (store reused)", lambda: self.resume_case("truncated"),
                  "reusing the STAND-IN image features", 0),
             Case("run", "stand-in store from other inputs", self.stand_in_other, "built from other inputs", 1),
@@ -400,7 +438,6 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="comma-separated groups to run (config,models,data,run,...)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     cli_args = parser.parse_args()
-    os.environ.update(HF_HUB_OFFLINE="1")
     sys.path.insert(0, str(ROOT))
     matrix = Matrix(Path(cli_args.work).resolve())
     groups = set(cli_args.only.split(",")) if cli_args.only else None
