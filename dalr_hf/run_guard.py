@@ -54,6 +54,10 @@ RUN_ARTIFACTS = (
 )
 
 
+# What makes a folder hold an earlier run: checkpoints, a saved model, a report or an export.
+_RESULTS = ("model.safetensors", "dalr_run_report.json", "export", "dalr_lora_adapter")
+
+
 class OutputDirInUse(RuntimeError):
     """Another run holds the output folder, or a dead run left its lock behind."""
 
@@ -198,7 +202,9 @@ def start_run(output_dir: str, *, resume: bool, overwrite: bool, keep: tuple[str
             return run_id
     else:
         earlier = [name for name in earlier_run_files(output_dir) if name not in keep]
-        if earlier and not overwrite:
+        # a run that stopped before its first checkpoint (e.g. a model that failed to load) left nothing to lose
+        worth_keeping = [name for name in earlier if _CHECKPOINT_RE.match(name) or name in _RESULTS]
+        if worth_keeping and not overwrite:
             shown = ", ".join(earlier[:6]) + (", ..." if len(earlier) > 6 else "")
             raise FileExistsError(
                 f"output_dir {output_dir} holds an earlier run ({shown}); resume it with --resume_from_checkpoint "
@@ -210,7 +216,7 @@ def start_run(output_dir: str, *, resume: bool, overwrite: bool, keep: tuple[str
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
-        if earlier:
+        if worth_keeping:
             logger.warning("overwrite_output_dir: removed the earlier run in %s (%s)", output_dir, ", ".join(earlier))
     run_id = uuid.uuid4().hex
     tmp = os.path.join(output_dir, RUN_FILE + ".tmp")

@@ -85,6 +85,13 @@ def test_a_lock_left_by_a_dead_process_is_stale(tmp_path):
 
 def test_a_fresh_run_in_a_used_folder_is_refused_unless_overwrite(recipe, no_model_loading):
     out = recipe.output_dir
+    # a run that failed before its first checkpoint left only its run files: nothing to lose, a new run may start
+    out.mkdir(parents=True)
+    (out / RUN_FILE).write_text(json.dumps({"run_id": "failed-start"}))
+    (out / "dalr_schedule.json").write_text("{}")
+    with pytest.raises(Tripwire):
+        train_main(recipe())
+    assert read_run_id(str(out)) not in (None, "failed-start")
     (out / "checkpoint-12").mkdir(parents=True)
     (out / "checkpoint-12" / "model.safetensors").write_bytes(b"old run")
     (out / "model.safetensors").write_bytes(b"old final model")
