@@ -267,7 +267,8 @@ class no_space_message:  # noqa: N801 - used as a context manager, like contextl
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or not isinstance(exc, (OSError, RuntimeError)) or isinstance(exc, DiskFullError):
+        # OSError, torch's RuntimeError ("iostream error") and safetensors' SafetensorError (a plain Exception)
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, DiskFullError):
             return False
         full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
         if not full and any(text in str(exc).lower() for text in _WRITE_FAILURES):

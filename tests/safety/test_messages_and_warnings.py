@@ -51,6 +51,12 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
     with pytest.raises(DiskFullError, match="no space left on device while writing /x/model.safetensors"):
         with no_space_message(str(tmp_path)):
             raise OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors")
+    class SafetensorError(Exception):  # safetensors' error type derives from Exception only
+        pass
+
+    with pytest.raises(DiskFullError, match="no space left on device while writing"):
+        with no_space_message(str(tmp_path)):
+            raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
     with pytest.raises(RuntimeError, match="unrelated"):
         with no_space_message(str(tmp_path)):
             raise RuntimeError("unrelated")
