@@ -362,7 +362,7 @@ def check_text_file(path: str, what: str) -> int:
                 ) from None
             sentences += bool(text.strip())
     if sentences == 0:
-        raise RecipeError(f"{what}: no sentences in {path} (the file is empty or holds only blank lines)")
+        raise RecipeError(f"{what}: no sentences in {path} (the file is empty or holds only empty lines)")
     return sentences
 
 

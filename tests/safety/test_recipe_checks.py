@@ -79,7 +79,7 @@ def test_yaml_numbers_written_as_strings_become_numbers(recipe):
         (["--per_device_train_batch_size", "-4"], "per_device_train_batch_size: got -4, expected an integer >= 2"),
         (["--per_device_train_batch_size", "1"], "every in-batch contrastive loss is 0"),
         (["--warmup_steps", "-3"], "warmup_steps = -3.0, Expected value warmup_steps >= 0"),  # transformers own check
-        (["--eval_steps", "0"], "eval_steps: got 0.0, expected a number > 0"),
+        (["--eval_steps", "-2"], "eval_steps: got -2.0, expected a number > 0"),
         (["--teacher_poolers", "max"], "teacher_poolers[0]: got 'max', expected one of"),
         (["--student_pooling", "max"], "student_pooling: got 'max', expected one of ['cls', 'mean']"),
     ],
