@@ -227,7 +227,9 @@ class Matrix:
     def interrupted_then_resumed(self, sig: int) -> tuple[int, str]:
         out = self.out(f"signal_{sig}")
         recipe = self.recipe(out, max_steps=400, save_steps=2, eval_steps=1000)
-        code = f"import sys\nfrom dalr_hf.cli import main\nsys.exit(main(['train', '--config', {recipe!r}]))"
+        # Ctrl-C's default behaviour even when this script runs in the background (where SIGINT starts ignored)
+        code = (f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                f"from dalr_hf.cli import main\nsys.exit(main(['train', '--config', {recipe!r}]))")
         proc = subprocess.Popen([sys.executable, "-c", code], env=env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 600
@@ -237,7 +239,12 @@ class Matrix:
                 return proc.wait(), "the run ended before it could be interrupted"
             time.sleep(0.05)
         proc.send_signal(sig)
-        rc_kill = proc.wait()
+        try:
+            rc_kill = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return 1, f"the run did not stop within 120 s of signal {sig}"
         (out / "dalr_run.lock").unlink(missing_ok=True) if sig == signal.SIGKILL else None
         rc, output = cli("train", "--config", self.recipe(out, max_steps=12, save_steps=2, eval_steps=1000),
                          "--resume_from_checkpoint", "last", subprocess_=True)
