@@ -442,7 +442,8 @@ class Matrix:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="scratch folder (created; runs and inputs go there)")
-    parser.add_argument("--only", default=None, help="comma-separated groups to run (config,models,data,run,...)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated groups (config,models,data,run,features,learning) or case numbers")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     cli_args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -452,7 +453,7 @@ def main() -> int:
             "|---|---|---|---|---|---|"]
     failures = 0
     for number, case in enumerate(matrix.cases(), start=1):
-        if groups and case.group not in groups:
+        if groups and case.group not in groups and str(number) not in groups:
             continue
         started = time.time()
         try:

@@ -256,6 +256,9 @@ def _newest_file(folder: str) -> str:
 class DiskFullError(OSError):
     """Writing a run's files failed because the disk (or the process's file size limit) is full."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 class no_space_message:  # noqa: N801 - used as a context manager, like contextlib's helpers
     """Report a full disk as ``no space left on device while writing FILE`` instead of a C++ stream error."""
