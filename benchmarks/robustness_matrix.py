@@ -1,6 +1,6 @@
 """Run the matrix of bad inputs and faults of docs/robustness.md for real and print it (input, outcome, exit code).
 
-    python benchmarks/robustness_matrix.py --work /tmp/robustness [--only lock,resume] [--markdown out.md]
+    python benchmarks/robustness_matrix.py --work scratch/robustness [--only run,44] [--markdown matrix.md]
 
 Every case runs the real command (``dalr-hf ...`` through ``python -m dalr_hf.cli``) in a subprocess, on tiny
 random BERTs (built here with the vocabulary of the all-MiniLM-L6-v2 shipped in the PyPI package
