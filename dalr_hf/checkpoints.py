@@ -126,3 +126,46 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
             continue
         return folder
     return None
+
+
+def resumable_checkpoint(output_dir: str, identity: dict | None) -> str | None:
+    """The newest ``checkpoint-N`` of ``output_dir`` that is complete and intact (sizes and SHA-256), with a warning
+    for every newer one skipped. A checkpoint of another run or configuration is not skipped: it is refused."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := CHECKPOINT_DIR_RE.match(name))),
+        reverse=True,
+    )
+    for _, name in steps:
+        folder = os.path.join(output_dir, name)
+        try:
+            verify_checkpoint(folder)
+        except CheckpointError as exc:
+            logger.warning("not resuming from %s: %s; trying the previous checkpoint", name, exc)
+            continue
+        verify_checkpoint(folder, identity, check_hashes=False)
+        return folder
+    return None
+
+
+def check_schedule_position(folder: str, manifest: dict, total_steps: int | None) -> None:
+    """A checkpoint resumes a run at its step: the folder name, the manifest and the trainer state must agree, and
+    the step must lie before the end of this run's schedule."""
+    step = manifest.get("global_step")
+    match = CHECKPOINT_DIR_RE.match(os.path.basename(os.path.normpath(folder)))
+    if match and step is not None and int(match.group(1)) != step:
+        raise CheckpointError(f"checkpoint {folder} holds step {step} according to its manifest, not {match.group(1)}")
+    state_path = os.path.join(folder, "trainer_state.json")
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            state_step = json.load(f).get("global_step")
+        if step is not None and state_step != step:
+            raise CheckpointError(
+                f"checkpoint {folder}: trainer_state.json is at step {state_step}, the manifest at step {step}"
+            )
+    if total_steps is not None and step is not None and total_steps > 0 and step >= total_steps:
+        raise CheckpointError(
+            f"checkpoint {folder} is at step {step}, at or past the end of this run's schedule ({total_steps} steps): "
+            "that run has finished; there is nothing to resume"
+        )

@@ -1,12 +1,54 @@
-"""The ``dalr-hf`` command: training, feature extraction, evaluation and publishing subcommands."""
+"""The ``dalr-hf`` command: training, feature extraction, evaluation and publishing subcommands.
+
+Every subcommand runs inside :func:`user_errors`: an error a user can act on (a bad value, a missing file, a folder
+in use, a full disk, a corrupt checkpoint) is printed as one line ``error: ...`` with exit status 1, not a traceback;
+an interruption (Ctrl-C) exits with status 130. Programming errors keep their traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+EXIT_ERROR = 1  # what SystemExit(message) exits with
+EXIT_INTERRUPTED = 130
+
+# ValueError covers the project's own input errors (CheckpointError, RecipeError, ExportError, ModelCardError, JSON
+# decoding errors); OSError covers missing files, folders in use, a full disk and Hub/network errors; RuntimeError
+# covers a held output folder and Hub pushes.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, RuntimeError)
 
 
+def error_line(exc: BaseException) -> str:
+    """``error: <message>``: the exception's own message, without a traceback (multi-line details kept)."""
+    message = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        message = str(exc.args[0])
+    return f"error: {message}"
+
+
+def user_errors(func: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:
+    """Run a subcommand; report errors a user can act on as one ``error: ...`` line and exit status 1."""
+    if getattr(func, "_dalr_user_errors", False):
+        return func  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args) or 0)
+        except KeyboardInterrupt:
+            print("error: interrupted; a training run resumes with --resume_from_checkpoint last", file=sys.stderr)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        except USER_ERRORS as exc:
+            raise SystemExit(error_line(exc)) from None  # printed to stderr, exit status 1
+
+    wrapper._dalr_user_errors = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+@user_errors
 def _train(args: argparse.Namespace) -> int:
     from dalr_hf.scripts.train import main as train_main
 
@@ -36,11 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     if argv[:1] == ["train"]:  # everything after `train` belongs to the training recipe's own parser
         return _train(argparse.Namespace(train_args=argv[1:]))
+    parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    return user_errors(args.func)(args)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ def load_text_corpus(source, column: str = TEXT_COLUMN):
         if os.path.isdir(source):
             ds = datasets.load_from_disk(source)
         else:
+            from dalr_hf.recipe_config import check_text_file
+
+            check_text_file(source, "text corpus")  # UTF-8 (else file, line, byte) and not empty, in our own words
             ds = datasets.load_dataset("text", data_files=source, split="train", keep_linebreaks=False)
     elif isinstance(source, datasets.Dataset):
         ds = source

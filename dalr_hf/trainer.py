@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 from collections import defaultdict
@@ -23,7 +24,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determ
 from dalr_hf.checkpoints import (
     HEADS_FILE,
     LOSS_RNG_KEY,
-    last_complete_checkpoint,
+    check_schedule_position,
+    resumable_checkpoint,
     verify_checkpoint,
     write_manifest,
 )
@@ -43,6 +45,7 @@ from dalr_hf.distributed import world_size
 from dalr_hf.files import SCHEDULE_FILE
 from dalr_hf.lora import apply_lora, has_lora, load_lora_adapter, merged_lora_view, save_lora_adapter
 from dalr_hf.losses.dalr import DALRLoss
+from dalr_hf.run_guard import read_run_id
 from dalr_hf.student import record_no_pooling_layer
 from dalr_hf.teachers import CachedTeachers, TeacherEnsemble
 from dalr_hf.training_args import DALRTrainingArguments
@@ -408,6 +411,10 @@ class DALRTrainer(SentenceTransformerTrainer):
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if not self.args.should_save:
+            # transformers 5 calls _save on every process; sentence-transformers' _save would write the whole model
+            # (README.md included) from each of them, racing the main process's checkpoint manifest.
+            return
         folder = output_dir if output_dir is not None else self.args.output_dir
         if has_lora(self.model):
             # LoRA: every saved folder holds the merged, plain weights (loadable without peft, as evaluated); the
@@ -448,6 +455,8 @@ class DALRTrainer(SentenceTransformerTrainer):
                         },
                         "heads": heads,
                         "teachers": self.teacher_fingerprints(),
+                        # the run that owns output_dir (dalr_hf.run_guard): a checkpoint resumes only its own run
+                        "run_id": read_run_id(self.args.output_dir),
                     },
                     default=str,
                 )
@@ -497,13 +506,19 @@ class DALRTrainer(SentenceTransformerTrainer):
         """``Trainer.train`` with checkpoints checked first: ``True`` resumes from the last *complete* checkpoint;
         an incomplete, truncated or foreign checkpoint is refused with an error that says why."""
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            # the newest complete and intact checkpoint: a corrupted newer one is skipped with a warning
+            resume_from_checkpoint = resumable_checkpoint(self.args.output_dir, self.run_identity())
             if resume_from_checkpoint is None:
                 raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
             logger.info("resuming from %s", resume_from_checkpoint)
         self.prepare_for_training()
         if isinstance(resume_from_checkpoint, str):
-            verify_checkpoint(resume_from_checkpoint, self.run_identity())
+            manifest = verify_checkpoint(resume_from_checkpoint, self.run_identity())
+            total = self.args.max_steps
+            if total is None or total <= 0:
+                per_epoch = math.ceil(self.schedule.steps_per_epoch / max(1, self.args.gradient_accumulation_steps))
+                total = int(math.ceil(per_epoch * self.args.num_train_epochs))
+            check_schedule_position(resume_from_checkpoint, manifest, total)
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         if world_size() > 1:
             # Every process counted its own share of each batch: sum the shares (all processes reach this point).

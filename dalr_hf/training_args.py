@@ -66,6 +66,14 @@ class DALRTrainingArguments(SentenceTransformerTrainingArguments, LossSettings):
     )
     logging_steps: float = field(default=25, metadata={"help": "Log every N steps (each loss term separately)."})
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh in an output_dir that holds an earlier run, deleting that run's checkpoints and "
+            "saved model first. Without it such a folder is refused (resume it with --resume_from_checkpoint last)."
+        },
+    )
+
     # ---- data and schedule ----
     paired_batch_size: int | None = field(
         default=None, metadata={"help": "Pairs per image-caption batch (default: the text batch size)."}

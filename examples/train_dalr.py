@@ -9,7 +9,10 @@ Every YAML key is a field of ``dalr_hf.scripts.train.ScriptArguments`` or of ``d
 STS-B dev Spearman before and after training and leaves a folder that ``SentenceTransformer(output_dir)`` loads.
 """
 
-from dalr_hf.scripts.train import main
+import sys
+
+from dalr_hf.cli import main
 
 if __name__ == "__main__":
-    main()
+    # the `dalr-hf train` command: errors a user can act on are one `error: ...` line with exit status 1
+    sys.exit(main(["train", *sys.argv[1:]]))

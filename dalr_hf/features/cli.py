@@ -7,63 +7,60 @@ them standalone.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from dalr_hf.cli import user_errors
 from dalr_hf.features.captions import CAPTION_FORMATS, EMPTY_CAPTION_POLICIES
 
 logger = logging.getLogger(__name__)
 
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TypeError)
+def _replacing(output: str, overwrite: bool, build: Callable[[str, bool], Any]) -> Any:
+    """Run ``build(folder, overwrite)``. Replacing an existing folder (``--overwrite``) builds into a temporary
+    sibling that takes the folder's place only once it is complete and valid: a bad input leaves the old one intact."""
+    folder = Path(output)
+    if overwrite and folder.is_dir() and any(folder.iterdir()):
+        from ..atomic import replace_folder
 
-
-def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report errors a user can act on as one line (``error: ...``) and exit status 1, not a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except _USER_ERRORS as e:
-            raise SystemExit(f"error: {e}") from e
-
-    return wrapper
+        with replace_folder(output) as building:
+            return build(building, False)
+    return build(output, overwrite)
 
 
 def _pretrained(value: str) -> str | None:
     return None if value.lower() in ("", "none", "random") else value
 
 
-@_friendly
+@user_errors
 def _run_extract(args: argparse.Namespace) -> int:
     from dalr_hf.features.extract import extract_features
 
-    dataset, metadata = extract_features(
-        args.images, args.captions, args.output, model_name=args.model, pretrained=_pretrained(args.pretrained),
+    dataset, metadata = _replacing(args.output, args.overwrite, lambda out, overwrite: extract_features(
+        args.images, args.captions, out, model_name=args.model, pretrained=_pretrained(args.pretrained),
         caption_format=args.caption_format, split=args.split, image_list=args.image_list,
         batch_size=args.batch_size, device=args.device, precision=args.precision, normalize=not args.no_normalize,
         caption_features=not args.no_caption_features, shard_size=args.shard_size, num_workers=args.num_workers,
-        on_missing_image=args.on_missing_image, on_empty_caption=args.on_empty_caption, overwrite=args.overwrite,
+        on_missing_image=args.on_missing_image, on_empty_caption=args.on_empty_caption, overwrite=overwrite,
         progress=not args.no_progress, cache_dir=args.cache_dir, init_seed=args.init_seed,
-    )
+    ))
     print(f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
           f"image dim {metadata['image_dim']}, caption dim {metadata['caption_dim']}, "
           f"{metadata['skipped_images']} image(s) skipped")
     return 0
 
 
-@_friendly
+@user_errors
 def _run_import(args: argparse.Namespace) -> int:
     from dalr_hf.features.kdmcse import import_kdmcse_json
 
-    _, metadata = import_kdmcse_json(
-        args.json, args.output, model=args.model, pretrained=_pretrained(args.pretrained),
+    _, metadata = _replacing(args.output, args.overwrite, lambda out, overwrite: import_kdmcse_json(
+        args.json, out, model=args.model, pretrained=_pretrained(args.pretrained),
         normalize=not args.no_normalize, rows_per_shard=args.rows_per_shard, on_empty_caption=args.on_empty_caption,
-        overwrite=args.overwrite, progress=not args.no_progress,
-    )
+        overwrite=overwrite, progress=not args.no_progress,
+    ))
     print(f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
           f"dim {metadata['image_dim']} (from {Path(args.json).name})")
     return 0
@@ -79,15 +76,24 @@ def _per_teacher(values: Sequence | None, n: int, name: str) -> list:
     return list(values)
 
 
-@_friendly
+@user_errors
 def _run_cache(args: argparse.Namespace) -> int:
     import torch
     from datasets import Dataset
 
     from dalr_hf.features.store import FEATURE_STORE_METADATA, load_feature_store
     from dalr_hf.features.teacher_cache import build_teacher_cache
+    from dalr_hf.recipe_config import check_model_name, check_text_file
     from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble
 
+    # inputs first, before any teacher is loaded
+    if args.text_file:
+        check_text_file(args.text_file, "--text-file")
+    elif not Path(args.dataset).is_dir():
+        raise FileNotFoundError(f"--dataset {args.dataset!r}: no such folder (expected a feature store or a "
+                                "datasets save_to_disk folder)")
+    for i, name in enumerate(args.teacher):
+        check_model_name(f"--teacher {i + 1}", name)
     n = len(args.teacher)
     weights = _per_teacher(args.teacher_weight, n, "--teacher-weight")
     weights = [w if w is not None else 1.0 / n for w in weights]
@@ -95,8 +101,11 @@ def _run_cache(args: argparse.Namespace) -> int:
     lengths = _per_teacher(args.max_length, n, "--max-length")
     revisions = _per_teacher(args.revision, n, "--revision")
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.teacher_precision]
+    from ..student import resolve_model_path
+
     configs = [
-        TeacherConfig(name_or_path=name, weight=w, pooler=p or "cls_before_pooler", max_length=m or 32, revision=r)
+        TeacherConfig(name_or_path=resolve_model_path(name), weight=w, pooler=p or "cls_before_pooler",
+                      max_length=m or 32, revision=r)
         for name, w, p, m, r in zip(args.teacher, weights, poolers, lengths, revisions)
     ]
     ensemble = TeacherEnsemble([Teacher(c, device=args.device, autocast_dtype=autocast) for c in configs])
@@ -111,10 +120,10 @@ def _run_cache(args: argparse.Namespace) -> int:
         with open(args.text_file, encoding="utf-8") as f:
             corpus = [line.rstrip("\r\n") for line in f]
         text_column = args.text_column or "text"
-    _, metadata = build_teacher_cache(
-        ensemble, corpus, args.output, text_column=text_column, dtype=args.dtype, batch_size=args.batch_size,
-        device=args.device, chunk_size=args.chunk_size, overwrite=args.overwrite, progress=not args.no_progress,
-    )
+    _, metadata = _replacing(args.output, args.overwrite, lambda out, overwrite: build_teacher_cache(
+        ensemble, corpus, out, text_column=text_column, dtype=args.dtype, batch_size=args.batch_size,
+        device=args.device, chunk_size=args.chunk_size, overwrite=overwrite, progress=not args.no_progress,
+    ))
     print(f"teacher cache {args.output}: {metadata['num_rows']} rows, columns {metadata['columns']} "
           f"(dims {metadata['dims']}, {metadata['dtype']}), corpus sha256 {metadata['corpus_sha256'][:12]}")
     return 0
@@ -184,7 +193,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(teacher_emb_0, teacher_emb_1, ...) with the teachers' fingerprints.",
     )
     p.add_argument("--teacher", action="append", required=True,
-                   help="Teacher model id or folder; repeat for several teachers (order matters).")
+                   help="Teacher: Hub id, folder or pypi:<package> (as in training); repeat for several teachers "
+                        "(order matters).")
     p.add_argument("--teacher-weight", nargs="+", type=float, default=None,
                    help="Teacher weight, once for all or once per teacher (default 1/n each; recorded only).")
     p.add_argument("--pooler", nargs="+", default=None, choices=("cls_before_pooler", "cls", "mean"),

@@ -48,7 +48,8 @@ TEACHER_CACHE_VERSION = 1
 TEACHER_CACHE_METADATA = "dalr_teacher_cache.json"
 CACHE_DTYPES = ("float16", "float32")
 # The fields of Teacher.fingerprint() that determine the embeddings; a difference in any of them refuses the cache.
-FINGERPRINT_FIELDS = ("name_or_path", "revision", "weights_sha256", "pooler", "max_length", "hidden_size")
+# The weights checksum comes last: another pooler (cls loads BERT's pooler weights) is reported as the pooler.
+FINGERPRINT_FIELDS = ("name_or_path", "revision", "pooler", "max_length", "hidden_size", "weights_sha256")
 
 
 def teacher_columns(num_teachers: int) -> list[str]:

@@ -17,7 +17,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import yaml
 from transformers import HfArgumentParser
 
 from dalr_hf import (
@@ -31,6 +30,15 @@ from dalr_hf import (
 )
 from dalr_hf.data import paired_feature_dim
 from dalr_hf.demo import build_stand_in_feature_store
+from dalr_hf.recipe_config import (
+    RecipeError,
+    check_recipe_inputs,
+    check_recipe_values,
+    load_yaml_values,
+    required_fields,
+)
+from dalr_hf.run_guard import OutputDirInUse, OutputDirLock, no_space_message, start_run
+from dalr_hf.run_warnings import run_warnings
 from dalr_hf.trainer import build_train_dataset
 
 logger = logging.getLogger("train_dalr")
@@ -108,26 +116,50 @@ class ScriptArguments:
     )
 
 
+CONFIG_HELP = (
+    "YAML file of recipe keys (any field below, e.g. examples/configs/demo_offline.yaml); values are checked with "
+    "the field types, and command-line flags override them."
+)
+
+
+def _parser() -> HfArgumentParser:
+    parser = HfArgumentParser(
+        (ScriptArguments, DALRTrainingArguments),
+        description="Train a DALR sentence encoder. Give the recipe with --config YAML (every key is one of the "
+        "options below) and override any key with its flag, e.g. --learning_rate 3e-5.",
+    )
+    parser.add_argument("--config", metavar="YAML", default=None, help=CONFIG_HELP)
+    return parser
+
+
 def parse_args(argv: list[str]) -> tuple[ScriptArguments, DALRTrainingArguments]:
-    parser = HfArgumentParser((ScriptArguments, DALRTrainingArguments))
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise SystemExit("--config needs a YAML file")
-        path = argv[i + 1]
-        if not os.path.isfile(path):
-            raise SystemExit(f"config file {path!r} does not exist")
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SystemExit(f"{path}: unknown key(s) {unknown}")
+    """Parse the YAML recipe (``--config``) and the flags; refuse bad keys and values before anything is loaded."""
+    import argparse
+
+    dataclass_types = (ScriptArguments, DALRTrainingArguments)
+    parser = _parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    argv = list(argv)
+    if known.config is not None:
+        try:
+            values = load_yaml_values(known.config, dataclass_types)
+        except RecipeError as exc:
+            raise SystemExit(f"error: {exc}") from None
         parser.set_defaults(**values)
-        argv = argv[:i] + argv[i + 2 :]
-        if "output_dir" in values and "--output_dir" not in argv:
-            argv = ["--output_dir", str(values["output_dir"])] + argv
-    script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        # argparse checks required flags before defaults count: pass the file's required values as flags.
+        for name in sorted(required_fields(dataclass_types) & set(values)):
+            if f"--{name}" not in argv and not any(a.startswith(f"--{name}=") for a in argv):
+                argv = [f"--{name}", str(values[name])] + argv
+    try:
+        script_args, training_args, _ = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # raised by the dataclasses' own checks (__post_init__)
+        raise SystemExit(f"error: {str(exc).strip().splitlines()[0]}") from None
+    try:
+        check_recipe_values(script_args, training_args)
+    except RecipeError as exc:
+        raise SystemExit(f"error: {exc}") from None
     return script_args, training_args
 
 
@@ -136,6 +168,10 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        check_recipe_inputs(script, args)  # files, model names, image features: before any model is loaded
+    except RecipeError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
     push = args.push_to_hub
     if push:
@@ -151,6 +187,31 @@ def main(argv: list[str] | None = None) -> dict:
         # the exported folder once, after training.
         args.push_to_hub = False
 
+    # One run per output folder: the main process holds the lock for the whole run (the other processes of an
+    # `accelerate launch` share it), and a fresh run never silently reuses a folder that holds an earlier run.
+    lock = OutputDirLock(args.output_dir) if args.process_index == 0 else None
+    try:
+        if lock is not None:
+            lock.acquire()
+            start_run(
+                args.output_dir,
+                resume=bool(args.resume_from_checkpoint),
+                overwrite=args.overwrite_output_dir,
+                keep=("stand_in_features",),
+            )
+    except (OutputDirInUse, FileExistsError) as exc:
+        if lock is not None:
+            lock.release()
+        raise SystemExit(f"error: {exc}") from None
+    try:
+        with no_space_message(args.output_dir):
+            return _train(script, args, push)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> dict:
     student = build_student(
         resolve_model_path(script.student_model), pooling=script.student_pooling, max_seq_length=args.max_seq_length
     )
@@ -174,13 +235,14 @@ def main(argv: list[str] | None = None) -> dict:
     if script.stand_in_captions:
         if teachers is None:
             raise SystemExit("stand_in_captions needs at least one teacher to embed the captions")
-        paired = build_stand_in_feature_store(
-            script.stand_in_captions,
-            teachers.teachers[0],
-            os.path.join(args.output_dir, "stand_in_features"),
-            dim=script.stand_in_dim,
-            seed=args.seed,
-        )
+        with args.main_process_first(desc="stand-in image features"):  # built once, reused by the other processes
+            paired = build_stand_in_feature_store(
+                script.stand_in_captions,
+                teachers.teachers[0],
+                os.path.join(args.output_dir, "stand_in_features"),
+                dim=script.stand_in_dim,
+                seed=args.seed,
+            )
         logger.warning(
             "image features are a STAND-IN (random projection of teacher caption embeddings), not "
             "features of images; figures from this run measure the pipeline, not DALR's vision side"
@@ -225,12 +287,18 @@ def main(argv: list[str] | None = None) -> dict:
         "schedule": trainer.schedule.summary(),
         "truncation": trainer.truncation_report(),
         "output_dir": args.output_dir,
+        "warnings": run_warnings(
+            metric, before[metric], after[metric], trainer.state.log_history, bool(args.greater_is_better)
+        ),
     }
     if trainer.is_world_process_zero():
         with open(os.path.join(args.output_dir, "dalr_run_report.json"), "w") as f:
             json.dump(report, f, indent=2)
         print(f"\nSTS-B dev Spearman x100 ({metric}): before {before[metric]:.2f} -> after {after[metric]:.2f}")
         print(f"saved student: {args.output_dir}  (load with SentenceTransformer({args.output_dir!r}))")
+        for warning in report["warnings"]:
+            logger.warning(warning)
+            print(f"\n!!! WARNING: {warning}", flush=True)
         if script.export_dir != "none":
             from dalr_hf.publish.hub import publish_after_training
 
@@ -245,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "paired_dataset": paired_path,
                     "captions_file": script.stand_in_captions,
                     "base_model_id": script.card_base_model,
-                    "run_report": {k: report[k] for k in ("metric", "before", "after", "best_checkpoint")},
+                    "run_report": {k: report[k] for k in ("metric", "before", "after", "best_checkpoint", "warnings")},
                     "hub_datasets": script.card_datasets or None,
                 },
                 push_to_hub=push,

@@ -110,7 +110,9 @@ def test_trainer_under_two_processes_follows_one_schedule(tmp_path, tiny_bert_di
     assert ranks[0]["kinds_seen"] == ranks[1]["kinds_seen"] and "paired" in ranks[0]["kinds_seen"]
     logged = {k for entry in torch.load(report)["log"] for k in entry}
     assert {"L_info", "L_ground", "L_cma", "L_rank", "L_g2l"} <= logged
-    verify_checkpoint(str(tmp_path / "out" / "checkpoint-6"))
+    # every checkpoint verifies with its hashes: no process rewrites a file (README.md, ...) after the manifest
+    for step in (3, 6):
+        verify_checkpoint(str(tmp_path / "out" / f"checkpoint-{step}"))
 
 
 def _final_state(path):
@@ -262,3 +264,41 @@ def test_every_accelerate_config_parses():
     assert "FSDP" in kinds["fsdp.yaml"] and "DEEPSPEED" in kinds["deepspeed_zero2.yaml"]
     assert configs["deepspeed_zero2.yaml"].deepspeed_config["zero_stage"] == 2
     assert configs["two_process_cpu.yaml"].num_processes == 2
+
+
+@pytest.mark.slow
+def test_the_recipe_under_two_processes_holds_one_lock_and_builds_the_stand_in_store_once(
+    tmp_path, tiny_bert_dir, tiny_teacher_dir
+):
+    import yaml
+
+    data = os.path.join(ROOT, "data")
+    corpus, captions = tmp_path / "corpus.txt", tmp_path / "captions.txt"
+    with open(os.path.join(data, "demo", "wiki1m_slice.txt"), encoding="utf-8") as f:
+        corpus.write_text("".join(f.readlines()[:32]), encoding="utf-8")
+    with open(os.path.join(data, "demo", "flickr30k_captions_slice.txt"), encoding="utf-8") as f:
+        captions.write_text("".join(f.readlines()[:16]), encoding="utf-8")
+    sts = tmp_path / "downstream" / "STS" / "STSBenchmark"
+    sts.mkdir(parents=True)
+    dev = os.path.join(data, "senteval", "downstream", "STS", "STSBenchmark", "sts-dev.csv")
+    with open(dev, encoding="utf-8") as f:
+        (sts / "sts-dev.csv").write_text("".join(f.readlines()[:40]), encoding="utf-8")
+    out = tmp_path / "out"
+    recipe = {
+        "student_model": tiny_bert_dir, "teachers": [tiny_teacher_dir], "text_corpus": str(corpus),
+        "stand_in_captions": str(captions), "stand_in_dim": 32, "eval_data_dir": str(tmp_path / "downstream"),
+        "output_dir": str(out), "per_device_train_batch_size": 2, "max_steps": 4, "eval_steps": 2,
+        "save_strategy": "steps", "save_steps": 2, "load_best_model_at_end": False, "save_total_limit": None,
+        "report_to": "none", "export_dir": "none", "use_cpu": True,
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = _run([*LAUNCH, os.path.join(ROOT, "examples", "train_dalr.py"), "--config", str(tmp_path / "recipe.yaml")])
+    assert result.stderr.count("built STAND-IN image features") == 1  # the main process built it, rank 1 reused it
+    assert "reusing the STAND-IN image features" in result.stderr
+    assert not (out / "dalr_run.lock").exists()  # released at the end
+    for step in (2, 4):
+        verify_checkpoint(str(out / f"checkpoint-{step}"))
+    # a second launch into the same folder is refused by the main process; the other one does not hang
+    again = _run([*LAUNCH, os.path.join(ROOT, "examples", "train_dalr.py"), "--config", str(tmp_path / "recipe.yaml")],
+                 timeout=300, check=False)
+    assert again.returncode != 0 and "holds an earlier run" in again.stderr
