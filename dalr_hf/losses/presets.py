@@ -75,18 +75,15 @@ CHOICES: dict[str, tuple] = {
     "distillation_loss": ("listmle", "listnet"),
 }
 
-DALR_CITATION = """
-@inproceedings{he2025dalr,
-    title = "{DALR}: Dual-level Alignment Learning for Multimodal Sentence Representation Learning",
-    author = "He, Kang and others",
-    booktitle = "Findings of the Association for Computational Linguistics: ACL 2025",
-    year = "2025",
-    eprint = "2506.21096",
-    archivePrefix = "arXiv",
-    primaryClass = "cs.CL",
-    url = "https://arxiv.org/abs/2506.21096",
-}
-"""
+DALR_CITATION = """@inproceedings{he2025dalr,
+  title         = {{DALR}: Dual-level Alignment Learning for Multimodal Sentence Representation Learning},
+  author        = {He, Kang and Ding, Yuzhe and Wang, Haining and Li, Fei and Teng, Chong and Ji, Donghong},
+  booktitle     = {Findings of the Association for Computational Linguistics: ACL 2025},
+  year          = {2025},
+  eprint        = {2506.21096},
+  archivePrefix = {arXiv},
+  url           = {https://arxiv.org/abs/2506.21096}
+}"""
 
 
 def preset_help(name: str, text: str) -> dict:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
+from dalr_hf.losses.presets import DALR_CITATION
+
 CITATIONS = (
     (
         "DALR",
-        """@inproceedings{he2025dalr,
-  title         = {{DALR}: Dual-level Alignment Learning for Multimodal Sentence Representation Learning},
-  author        = {He, Kang and Ding, Yuzhe and Wang, Haining and Li, Fei and Teng, Chong and Ji, Donghong},
-  booktitle     = {Findings of the Association for Computational Linguistics: ACL 2025},
-  year          = {2025},
-  eprint        = {2506.21096},
-  archivePrefix = {arXiv},
-  url           = {https://arxiv.org/abs/2506.21096}
-}""",
+        DALR_CITATION,
     ),
     (
         "SimCSE",
