@@ -202,10 +202,10 @@ def field_choices() -> dict[str, tuple]:
     """String fields whose values are restricted (DALR's method choices and the Trainer's strategies)."""
     from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy
 
-    from dalr_hf.training_args import _CHOICES
+    from dalr_hf.losses.presets import CHOICES
 
     return {
-        **_CHOICES,
+        **CHOICES,
         "eval_strategy": tuple(e.value for e in IntervalStrategy),
         "logging_strategy": tuple(e.value for e in IntervalStrategy),
         "save_strategy": tuple(e.value for e in SaveStrategy),
