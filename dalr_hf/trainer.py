@@ -99,8 +99,15 @@ class DALRTrainer(SentenceTransformerTrainer):
                 n_weights = len(teacher_weights) if teacher_weights is not None else len(teachers)
                 if n_weights != len(cached):
                     raise ValueError(f"{len(cached)} cached teacher columns but {n_weights} teachers/weights")
-                if teachers is not None and not args.use_g2l:
-                    logger.info("cached teacher embeddings found: online teachers will not run")
+                has_tokens = "teacher_tokens" in paired.column_names
+                if args.use_g2l and teachers is None and not has_tokens:
+                    raise ValueError(
+                        "use_g2l needs teacher token states: the attached teacher cache has none and no online "
+                        "teachers were given; rebuild the cache with token states (dalr-hf cache-teachers), pass "
+                        "the teachers, or set use_g2l=False"
+                    )
+                if teachers is not None and (not args.use_g2l or has_tokens):
+                    logger.info("cached teacher outputs cover every term: online teachers will not run")
             elif teachers is None:
                 raise ValueError(
                     "image-caption training needs teachers: pass `teachers`, or attach a teacher cache "
