@@ -32,7 +32,7 @@ if [ "$MODE" = cuda ]; then
 else
   STEP_ARGS=(--device cpu --batch-size 8 --steps 1 --warmup 1 --no-memory --threads 1)
   STEP_LIMIT=600
-  DEMO_ARGS=(--use_cpu true --max_steps 2 --eval_strategy no --eval_tasks STSBenchmark-dev)
+  DEMO_ARGS=(--use_cpu true --max_steps 2 --eval_strategy no --save_strategy no --load_best_model_at_end false)
   DEMO_LIMIT=900
 fi
 

@@ -193,3 +193,52 @@ def test_trainer_runs_g2l_from_the_cache_without_teachers(tmp_path, tiny_bert_di
         DALRTrainer(model=build_student(tiny_bert_dir), args=_args(tmp_path, preset="reference"),
                     text_dataset=text, paired_dataset=dataset, teachers=ensemble)
     assert "online teachers will not run" in caplog.text
+
+
+def test_train_script_uses_no_teacher_forward_pass_with_a_token_cache(tmp_path, tiny_bert_dir, tiny_teacher_dir,
+                                                                      monkeypatch, capsys):
+    """``dalr-hf train`` with the default preset (g2l on) and a token-state cache: the teachers never run."""
+    import os
+
+    from dalr_hf import teachers as teachers_module
+    from dalr_hf.features import save_feature_store
+    from dalr_hf.scripts import train
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    dev = tmp_path / "senteval" / "STS" / "STSBenchmark"
+    dev.mkdir(parents=True)
+    with open(os.path.join(root, "data", "senteval", "downstream", "STS", "STSBenchmark", "sts-dev.csv"),
+              encoding="utf-8") as f:
+        (dev / "sts-dev.csv").write_text("".join(f.readlines()[:60]), encoding="utf-8")
+    rng = np.random.default_rng(0)
+    store = save_feature_store(
+        {"image_id": [f"img{i // 2}" for i in range(len(CAPTIONS))], "caption": CAPTIONS,
+         "image_features": rng.standard_normal((len(CAPTIONS), 32)).astype(np.float32)},
+        tmp_path / "store", {"model": "stand-in", "pretrained": None, "weights_sha256": None, "normalized": False,
+                             "source": "open_clip", "stand_in": True})
+    ensemble = TeacherEnsemble.from_configs([{"name_or_path": tiny_teacher_dir, "weight": ALPHA},
+                                             {"name_or_path": tiny_bert_dir, "weight": 1 - ALPHA}])
+    build_teacher_cache(ensemble, store, tmp_path / "cache", dtype="float32", progress=False)
+    text, _ = tiny_data(n_text=24)
+    (tmp_path / "wiki.txt").write_text("\n".join(text["text"]) + "\n", encoding="utf-8")
+
+    forwards = []
+    original = teachers_module.Teacher._forward
+
+    def counting_forward(self, *args, **kwargs):
+        forwards.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(teachers_module.Teacher, "_forward", counting_forward)
+    train.main([
+        "--student_model", tiny_bert_dir, "--teachers", tiny_teacher_dir, tiny_bert_dir,
+        "--teacher_weights", str(ALPHA), str(1 - ALPHA), "--text_corpus", str(tmp_path / "wiki.txt"),
+        "--paired_dataset", str(tmp_path / "store"), "--teacher_cache", str(tmp_path / "cache"),
+        "--eval_data_dir", str(tmp_path / "senteval"), "--output_dir", str(tmp_path / "out"),
+        "--preset", "reference", "--max_steps", "4", "--per_device_train_batch_size", "6",
+        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
+        "--logging_steps", "1", "--report_to", "none", "--export_dir", "none", "--use_cpu", "true",
+    ])
+    assert forwards == []  # no teacher forward pass: embeddings and token states all came from the cache
+    logged = capsys.readouterr().out  # the Trainer prints every logged term
+    assert "'L_g2l'" in logged and "'L_rank'" in logged
