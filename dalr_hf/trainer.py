@@ -106,6 +106,14 @@ class DALRTrainer(SentenceTransformerTrainer):
                         "teachers were given; rebuild the cache with token states (dalr-hf cache-teachers), pass "
                         "the teachers, or set use_g2l=False"
                     )
+                if args.use_g2l and has_tokens:
+                    width = getattr(paired.features["teacher_tokens"].feature, "length", None)
+                    student_width = int(model[0].get_embedding_dimension())
+                    if width != student_width:
+                        raise ValueError(
+                            f"the g2l term dots the student's {student_width}-d vector with the cached teacher token "
+                            f"states, which are {width}-d; use teachers of the student's width or use_g2l=False"
+                        )
                 if teachers is not None and (not args.use_g2l or has_tokens):
                     logger.info("cached teacher outputs cover every term: online teachers will not run")
             elif teachers is None:

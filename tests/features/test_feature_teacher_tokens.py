@@ -172,8 +172,8 @@ def test_token_states_need_teachers_that_can_be_mixed(tmp_path, tiny_bert_dir, m
     assert metadata["token_states"] is None and "teacher_tokens" not in cache.column_names
 
 
-def test_trainer_runs_g2l_from_the_cache_without_teachers(tmp_path, tiny_bert_dir, ensemble, paired, token_cache,
-                                                          caplog):
+def test_trainer_runs_g2l_from_the_cache_without_teachers(tmp_path, tiny_bert_dir, minilm_path, ensemble, paired,
+                                                          token_cache, caplog):
     text, _ = tiny_data(n_text=16)
     dataset = attach_teacher_cache(paired, token_cache, ensemble)
     args = _args(tmp_path, preset="reference", max_steps=3, paired_batch_size=6)
@@ -189,6 +189,9 @@ def test_trainer_runs_g2l_from_the_cache_without_teachers(tmp_path, tiny_bert_di
         DALRTrainer(model=build_student(tiny_bert_dir), args=_args(tmp_path, preset="reference"),
                     text_dataset=text, paired_dataset=embeddings_only, teachers=None,
                     teacher_weights=ensemble.weights)
+    with pytest.raises(ValueError, match="384-d vector with the cached teacher token states, which are 32-d"):
+        DALRTrainer(model=build_student(minilm_path), args=_args(tmp_path, preset="reference"), text_dataset=text,
+                    paired_dataset=dataset, teachers=None, teacher_weights=ensemble.weights)
     with caplog.at_level(logging.INFO):
         DALRTrainer(model=build_student(tiny_bert_dir), args=_args(tmp_path, preset="reference"),
                     text_dataset=text, paired_dataset=dataset, teachers=ensemble)
