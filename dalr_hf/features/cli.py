@@ -183,7 +183,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_import)
 
     p = subparsers.add_parser(
-        "cache-teachers", help="Precompute teacher sentence embeddings for a corpus.",
+        "cache-teachers", help="Precompute teacher sentence embeddings (and g2l token states) for a corpus.",
         description="Encode every sentence of a corpus with each frozen teacher once and store the embeddings "
                     "(teacher_emb_0, teacher_emb_1, ...) and the mixed token states the g2l term needs "
                     "(teacher_tokens, teacher_token_len) with the teachers' fingerprints.",
