@@ -162,6 +162,15 @@ def test_teachers_whose_pad_states_depend_on_padding_are_refused(tmp_path, ensem
     assert not (tmp_path / "cache" / "dalr_teacher_cache.json").exists()
 
 
+def test_reduced_precision_teachers_are_cached_with_a_warning(tmp_path, ensemble, paired, caplog):
+    bf16 = TeacherEnsemble([Teacher(t.config, autocast_dtype=torch.bfloat16) for t in ensemble.teachers])
+    with caplog.at_level(logging.WARNING):
+        _, metadata = build_teacher_cache(bf16, paired, tmp_path / "cache", dtype="float32", progress=False)
+    assert "bfloat16 autocast" in caplog.text and "not to float32 round-off" in caplog.text
+    assert metadata["token_states"]["fingerprint"]["autocast"] == ["torch.bfloat16"] * 2
+    assert len(attach_teacher_cache(paired, tmp_path / "cache", bf16)) == len(CAPTIONS)
+
+
 def test_token_states_need_teachers_that_can_be_mixed(tmp_path, tiny_bert_dir, minilm_path, paired):
     mixed_widths = TeacherEnsemble.from_configs([{"name_or_path": tiny_bert_dir, "weight": 0.5},
                                                  {"name_or_path": minilm_path, "weight": 0.5}])
