@@ -30,7 +30,7 @@ if [ "$MODE" = cuda ]; then
   DEMO_ARGS=()
   DEMO_LIMIT=240
 else
-  STEP_ARGS=(--device cpu --batch-size 8 --steps 1 --warmup 1 --no-memory --threads 1)
+  STEP_ARGS=(--device cpu --batch-size 8 --steps 2 --warmup 1 --no-memory)
   STEP_LIMIT=600
   DEMO_ARGS=(--use_cpu true --max_steps 2 --eval_strategy no --save_strategy no --load_best_model_at_end false)
   DEMO_LIMIT=900
