@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 TEXT_COLUMN = "text"
 PAIRED_REQUIRED_COLUMNS = ("image_id", "caption", "image_features")
 TEACHER_COLUMN_RE = re.compile(r"^teacher_emb_(\d+)$")
+# Cached mixed teacher token states (B, max_length - 1, H) and each row's valid-token count (dalr_hf.features).
+TEACHER_TOKEN_COLUMNS = ("teacher_tokens", "teacher_token_len")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -355,7 +357,7 @@ class TwoSourceDataset(TorchDataset):
         self.num_paired = len(paired_dataset) if paired_dataset is not None else 0
         self.paired_columns = []
         if paired_dataset is not None:
-            optional = ["caption_features", *cached_teacher_columns(paired_dataset)]
+            optional = ["caption_features", *cached_teacher_columns(paired_dataset), *TEACHER_TOKEN_COLUMNS]
             self.paired_columns = [*PAIRED_REQUIRED_COLUMNS, *[c for c in optional if c in paired_dataset.column_names]]
             self._paired_view = paired_dataset.select_columns(self.paired_columns).with_format("numpy")
 
@@ -493,4 +495,26 @@ class DALRDataCollator:
             for column, values in batch.items():
                 if column == "caption_features" or TEACHER_COLUMN_RE.match(column):
                     out[column] = torch.as_tensor(np.asarray(values, dtype=np.float32))
+            if TEACHER_TOKEN_COLUMNS[0] in batch:
+                out.update(cached_token_states(batch[TEACHER_TOKEN_COLUMNS[0]], batch[TEACHER_TOKEN_COLUMNS[1]]))
         return out
+
+
+def cached_token_states(states, counts) -> dict:
+    """Cached token states as online teachers give them: sliced to the batch's own padded length.
+
+    Rows are stored for every position up to the teachers' max length; online, a batch is padded to its longest
+    sentence, and the reference g2l normalisation runs over the padded positions too. Slicing to the longest row's
+    valid count reproduces that padding exactly.
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+    length = int(counts.max())
+    states = np.asarray(states)
+    if states.ndim != 3 or states.shape[0] != counts.shape[0] or length > states.shape[1]:
+        raise ValueError(
+            f"cached token states have shape {states.shape} for {counts.shape[0]} rows with up to {length} valid "
+            "tokens; expected (rows, positions >= valid tokens, hidden)"
+        )
+    tokens = torch.from_numpy(np.ascontiguousarray(states[:, :length], dtype=np.float32))
+    mask = torch.arange(length).unsqueeze(0) < torch.from_numpy(counts).unsqueeze(1)
+    return {"teacher_token_states": tokens, "teacher_token_mask": mask.long()}

@@ -152,12 +152,12 @@ class Teacher:
         return self
 
     # -- encoding ---------------------------------------------------------------------------------------------------
-    def _forward(self, sentences: Sequence[str], device: torch.device | None = None):
+    def _forward(self, sentences: Sequence[str], device: torch.device | None = None, padding: bool | str = True):
         if device is not None and self.device != torch.device(device):
             self.to(device)
         self.model.eval()
         batch = self.tokenizer(
-            list(sentences), padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+            list(sentences), padding=padding, truncation=True, max_length=self.config.max_length, return_tensors="pt"
         )
         batch = {
             k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
@@ -190,10 +190,14 @@ class Teacher:
         return torch.cat(chunks)
 
     def encode_with_tokens(
-        self, sentences: Sequence[str], device: torch.device | None = None
+        self, sentences: Sequence[str], device: torch.device | None = None, padding: bool | str = True
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Pooled embedding, token states at positions 1..L-1 (no CLS; SEP and pads kept) and their mask."""
-        out, mask = self._forward(sentences, device)
+        """Pooled embedding, token states at positions 1..L-1 (no CLS; SEP and pads kept) and their mask.
+
+        ``padding=True`` pads to the longest sentence of the batch (training); ``"max_length"`` pads every row to
+        ``max_length`` (the teacher cache, which stores every position so that any batch's padding can be sliced).
+        """
+        out, mask = self._forward(sentences, device, padding=padding)
         pooled = self._pool(out, mask).clone()
         tokens = out.last_hidden_state[:, 1:].float().clone()
         return pooled, tokens, mask[:, 1:].clone()

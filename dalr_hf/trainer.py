@@ -214,8 +214,22 @@ class DALRTrainer(SentenceTransformerTrainer):
                         f"the paired dataset carries {len(cached)} cached teacher columns {cached} but the loss has "
                         f"{len(loss.teacher_weights)} teacher weights"
                     )
-                if loss.teachers is not None and not loss.settings.use_g2l:
-                    logger.info("cached teacher embeddings found: online teachers will not run")
+                has_tokens = "teacher_tokens" in paired.column_names
+                if loss.settings.use_g2l and loss.teachers is None and not has_tokens:
+                    raise ValueError(
+                        "use_g2l needs teacher token states: the attached teacher cache has none and no online "
+                        "teachers were given; rebuild the cache with token states (dalr-hf cache-teachers), pass "
+                        "the teachers, or set use_g2l=False"
+                    )
+                if loss.settings.use_g2l and has_tokens:
+                    width = getattr(paired.features["teacher_tokens"].feature, "length", None)
+                    if width != loss.hidden_size:
+                        raise ValueError(
+                            f"the g2l term dots the student's {loss.hidden_size}-d vector with the cached teacher "
+                            f"token states, which are {width}-d; use teachers of the student's width or use_g2l=False"
+                        )
+                if loss.teachers is not None and (not loss.settings.use_g2l or has_tokens):
+                    logger.info("cached teacher outputs cover every term: online teachers will not run")
             elif loss.teachers is None:
                 raise ValueError(
                     "the paired dataset has no cached teacher_emb_<k> columns and the loss has no online teachers; "

@@ -123,9 +123,13 @@ def _run_cache(args: argparse.Namespace) -> int:
     _, metadata = _replacing(args.output, args.overwrite, lambda out, overwrite: build_teacher_cache(
         ensemble, corpus, out, text_column=text_column, dtype=args.dtype, batch_size=args.batch_size,
         device=args.device, chunk_size=args.chunk_size, overwrite=overwrite, progress=not args.no_progress,
+        token_states=not args.no_token_states,
     ))
+    tokens = metadata.get("token_states")
+    stored = (f"; token states {tokens['positions']} x {tokens['hidden_size']} per row" if tokens
+              else "; no token states (the g2l term will need online teachers)")
     print(f"teacher cache {args.output}: {metadata['num_rows']} rows, columns {metadata['columns']} "
-          f"(dims {metadata['dims']}, {metadata['dtype']}), corpus sha256 {metadata['corpus_sha256'][:12]}")
+          f"(dims {metadata['dims']}, {metadata['dtype']}){stored}, corpus sha256 {metadata['corpus_sha256'][:12]}")
     return 0
 
 
@@ -188,9 +192,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_import)
 
     p = subparsers.add_parser(
-        "cache-teachers", help="Precompute teacher sentence embeddings for a corpus.",
+        "cache-teachers", help="Precompute teacher sentence embeddings (and g2l token states) for a corpus.",
         description="Encode every sentence of a corpus with each frozen teacher once and store the embeddings "
-                    "(teacher_emb_0, teacher_emb_1, ...) with the teachers' fingerprints.",
+                    "(teacher_emb_0, teacher_emb_1, ...) and the mixed token states the g2l term needs "
+                    "(teacher_tokens, teacher_token_len) with the teachers' fingerprints.",
     )
     p.add_argument("--teacher", action="append", required=True,
                    help="Teacher: Hub id, folder or pypi:<package> (as in training); repeat for several teachers "
@@ -212,7 +217,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="Folder of the cache to write.")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="Storage dtype.")
     p.add_argument("--batch-size", type=int, default=128, help="Sentences per teacher forward pass.")
-    p.add_argument("--chunk-size", type=int, default=16384, help="Sentences per shard (unit of resume and memory).")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="Sentences per shard (unit of resume and memory); default 16384, or about 256 MiB of "
+                        "float32 token states.")
+    p.add_argument("--no-token-states", action="store_true",
+                   help="Store sentence embeddings only; the g2l term (on in the reference and clean presets) then "
+                        "needs online teachers. Token states need teachers of one width, max length and tokenizer.")
     p.add_argument("--device", default=None, help="Device of the teachers (default: where they were loaded, cpu).")
     _add_common(p)
     p.set_defaults(func=_run_cache)

@@ -190,13 +190,10 @@ class DALRLoss(nn.Module):
                 "image features directly (method.md P30); they must have the same width. Use cma_space='grounding' "
                 "or image features of the student's width."
             )
-        if args.use_g2l:
-            if online is None:
-                raise ValueError(
-                    "use_g2l needs online teachers (their token states are not cached); "
-                    "set use_g2l=False to train from cached teacher embeddings only"
-                )
+        if args.use_g2l and online is not None:
             online.check_token_mixing(hidden)
+        # Without online teachers, g2l reads cached token states from every paired batch (teacher_token_states,
+        # teacher_token_mask, from a teacher cache built with token states); a batch without them is refused.
         if args.teacher_t2t == "mix_features":
             widths = {t.hidden_size for t in online.teachers} if online is not None else None
             if widths is not None and len(widths) != 1:
@@ -244,16 +241,32 @@ class DALRLoss(nn.Module):
         return h[:size], h[size:]
 
     def teacher_outputs(self, batch: dict, with_tokens: bool) -> TeacherOutput:
+        """Cached teacher outputs when the batch carries all that is needed, else the online teachers' outputs."""
         cached = sorted(k for k in batch if k.startswith("teacher_emb_"))
-        if cached and not with_tokens:
+        tokens_cached = "teacher_token_states" in batch and "teacher_token_mask" in batch
+        if cached and (not with_tokens or tokens_cached):
             embeddings = [batch[f"teacher_emb_{i}"].float() for i in range(len(cached))]
             if len(embeddings) != len(self.teacher_weights):
                 raise ValueError(
                     f"the batch carries {len(embeddings)} cached teacher columns but "
                     f"{len(self.teacher_weights)} teacher weights are configured"
                 )
-            return TeacherOutput(embeddings=embeddings, weights=self.teacher_weights)
+            if not with_tokens:
+                return TeacherOutput(embeddings=embeddings, weights=self.teacher_weights)
+            return TeacherOutput(
+                embeddings=embeddings,
+                weights=self.teacher_weights,
+                token_states=batch["teacher_token_states"].float(),
+                token_mask=batch["teacher_token_mask"],
+            )
         if self.teachers is None:
+            if cached and with_tokens:
+                raise ValueError(
+                    "the g2l term needs teacher token states, but this paired batch carries only cached teacher "
+                    "embeddings and no online teachers exist: rebuild the teacher cache with token states "
+                    "(dalr-hf cache-teachers stores them unless --no-token-states), pass online teachers, or set "
+                    "use_g2l=False"
+                )
             raise ValueError("this paired batch has no cached teacher_emb_<k> columns and no online teachers exist")
         return self.teachers(batch["sentences"], with_tokens=with_tokens, device=batch["input_ids"].device)
 

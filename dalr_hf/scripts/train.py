@@ -256,11 +256,18 @@ def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> 
         if teachers is None:
             raise SystemExit("teacher_cache needs the teachers it was built with (to check their fingerprints)")
         dataset, _ = load_feature_store(paired) if isinstance(paired, str) else (paired, None)
-        paired = attach_teacher_cache(dataset, script.teacher_cache, teachers)
-        if not args.use_g2l:
-            # Every paired batch carries the teachers' embeddings: no teacher forward pass runs during training; the
-            # models are released, their weights and fingerprints stay with the loss (checkpoints, model card).
+        paired = attach_teacher_cache(dataset, script.teacher_cache, teachers, token_states=args.use_g2l)
+        if not args.use_g2l or "teacher_tokens" in paired.column_names:
+            # Every paired batch carries all the teachers' outputs the configured terms need (embeddings, and the
+            # token states when g2l is on): no teacher forward pass runs during training.
             teachers = teachers.cached()
+        else:
+            logger.warning(
+                "teacher cache %s has no token states, which the g2l term needs: the teachers run online on every "
+                "image-caption batch; rebuild the cache with dalr-hf cache-teachers (it stores token states unless "
+                "--no-token-states) to train without teacher forward passes",
+                script.teacher_cache,
+            )
 
     evaluator = SentEvalEvaluator(tasks=tuple(script.eval_tasks), data_dir=script.eval_data_dir)
     before = evaluator(student)

@@ -70,12 +70,14 @@ def _cached(dataset: Dataset, rows: list[int], n: int) -> list[torch.Tensor]:
 def test_float32_cache_gives_the_online_embeddings_and_losses(tmp_path, ensemble, paired):
     cache, metadata = build_teacher_cache(ensemble, paired, tmp_path / "cache", dtype="float32", batch_size=4,
                                           progress=False)
-    assert cache.column_names == ["teacher_emb_0", "teacher_emb_1"] and len(cache) == len(SENTENCES)
+    assert cache.column_names == ["teacher_emb_0", "teacher_emb_1", "teacher_tokens", "teacher_token_len"]
+    assert len(cache) == len(SENTENCES)
     assert metadata["teachers"] == ensemble.fingerprints() and metadata["dtype"] == "float32"
     assert metadata["dims"] == [32, 32] and metadata["num_rows"] == len(SENTENCES)
 
     dataset = attach_teacher_cache(paired, tmp_path / "cache", ensemble)
-    assert dataset.column_names == ["image_id", "caption", "image_features", "teacher_emb_0", "teacher_emb_1"]
+    assert dataset.column_names == ["image_id", "caption", "image_features", "teacher_emb_0", "teacher_emb_1",
+                                    "teacher_tokens", "teacher_token_len"]
     # column concatenation over the two memory-mapped folders, no copy
     assert {Path(f["filename"]).parent for f in dataset.cache_files} == {
         Path(paired.cache_files[0]["filename"]).parent, tmp_path / "cache"}
@@ -87,7 +89,7 @@ def test_float32_cache_gives_the_online_embeddings_and_losses(tmp_path, ensemble
     cached = _cached(dataset, rows, 2)
     for k in range(2):
         assert cached[k].dtype == torch.float32
-        # batch padding differs (online: one batch of these 6; cache: length-sorted batches of 4), so float32
+        # batch padding differs (online: one batch of these 6; cache: batches of 4 padded to max_length), so float32
         # round-off may differ in the last bits
         torch.testing.assert_close(cached[k], online.embeddings[k], rtol=0, atol=1e-5)
     student = torch.randn(len(rows), len(rows), generator=torch.Generator().manual_seed(0)) / 0.05
@@ -166,7 +168,9 @@ def test_text_corpus_sentence_lists_and_rebuilds(tmp_path, ensemble):
         np.testing.assert_array_equal(np.asarray(from_list.with_format("numpy")[f"teacher_emb_{k}"]),
                                       np.asarray(cache.with_format("numpy")[f"teacher_emb_{k}"]))
     attached = attach_teacher_cache(corpus, tmp_path / "wiki", ensemble, text_column="text")
-    assert attached.column_names == ["text", "teacher_emb_0", "teacher_emb_1"]
+    assert attached.column_names == ["text", "teacher_emb_0", "teacher_emb_1", "teacher_tokens", "teacher_token_len"]
+    embeddings_only = attach_teacher_cache(corpus, tmp_path / "wiki", ensemble, text_column="text", token_states=False)
+    assert embeddings_only.column_names == ["text", "teacher_emb_0", "teacher_emb_1"]
     with pytest.raises(ValueError, match="column 'caption' missing"):
         attach_teacher_cache(corpus, tmp_path / "wiki", ensemble)
 
