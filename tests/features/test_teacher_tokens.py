@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from tiny_fixtures import tiny_data
+from tests.tiny_fixtures import tiny_data
 
 from dalr_hf.data import DALRDataCollator, TwoSourceDataset
 from dalr_hf.features import attach_teacher_cache, build_teacher_cache, load_teacher_cache
@@ -96,7 +96,7 @@ def test_cached_token_states_give_the_online_loss_terms(tmp_path, tiny_bert_dir,
     assert args.use_g2l
     student = build_student(tiny_bert_dir)
     torch.manual_seed(0)
-    online_loss = DALRLoss(student, args, image_feature_dim=32, teachers=ensemble)
+    online_loss = DALRLoss.from_training_args(student, args, ensemble, image_feature_dim=32)
     cached_loss = copy.deepcopy(online_loss)
     cached_loss.teachers = None  # no teacher can run: everything must come from the batch
     online_loss.eval()
@@ -199,7 +199,9 @@ def test_trainer_runs_g2l_from_the_cache_without_teachers(tmp_path, tiny_bert_di
                     text_dataset=text, paired_dataset=embeddings_only, teachers=None,
                     teacher_weights=ensemble.weights)
     with pytest.raises(ValueError, match="384-d vector with the cached teacher token states, which are 32-d"):
-        DALRTrainer(model=build_student(minilm_path), args=_args(tmp_path, preset="reference"), text_dataset=text,
+        # grounding-space CMA, so that the image width (32) is no obstacle and the token width check is reached
+        DALRTrainer(model=build_student(minilm_path), args=_args(tmp_path, preset="reference", cma_space="grounding"),
+                    text_dataset=text,
                     paired_dataset=dataset, teachers=None, teacher_weights=ensemble.weights)
     with caplog.at_level(logging.INFO):
         DALRTrainer(model=build_student(tiny_bert_dir), args=_args(tmp_path, preset="reference"),
