@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dalr_hf.cli import run_group
 from dalr_hf.evaluation.data import ENV_DATA_DIR, DataFileError
 from dalr_hf.evaluation.encoding import DEFAULT_BATCH_SIZE
 from dalr_hf.evaluation.probe import PROBE_MODES, SENTEVAL_SEED
@@ -221,13 +222,13 @@ def run_mteb_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m dalr_hf.evaluation.cli", description="dalr_hf evaluation suite (SentEval protocol and MTEB)"
+    return run_group(
+        "python -m dalr_hf.evaluation.cli",
+        "dalr_hf evaluation suite (SentEval protocol and MTEB)",
+        register,
+        argv,
+        log_info=False,
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    register(subparsers)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from tiny_fixtures import tiny_data
 
 from dalr_hf.data import DALRDataCollator, TwoSourceDataset
 from dalr_hf.features import attach_teacher_cache, build_teacher_cache, load_teacher_cache
@@ -23,6 +22,7 @@ from dalr_hf.student import build_student
 from dalr_hf.teachers import Teacher, TeacherEnsemble
 from dalr_hf.trainer import DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments
+from tests.tiny_fixtures import tiny_data
 
 ALPHA = 0.33
 CAPTIONS = [

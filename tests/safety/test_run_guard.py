@@ -141,9 +141,8 @@ def test_resume_checks_run_and_position_and_skips_a_corrupt_newest_checkpoint(re
 
 def test_a_non_main_process_writes_nothing_when_saving(tiny_bert_dir, tmp_path):
     """transformers 5 calls _save on every process; only the main one may write (the README.md race)."""
-    from tiny_fixtures import tiny_data
-
     from dalr_hf import DALRTrainer, DALRTrainingArguments, build_student
+    from tests.tiny_fixtures import tiny_data
 
     class OtherRank(DALRTrainingArguments):
         @property
