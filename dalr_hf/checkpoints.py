@@ -109,15 +109,20 @@ def verify_checkpoint(folder: str, identity: dict | None = None, check_hashes: b
     return manifest
 
 
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The highest-step ``checkpoint-N`` folder of ``output_dir`` whose manifest verifies (sizes only); logs skips."""
+def _checkpoint_names_newest_first(output_dir: str) -> list[str]:
+    """The ``checkpoint-N`` folder names of ``output_dir`` (none if it does not exist), highest step first."""
     if not os.path.isdir(output_dir):
-        return None
+        return []
     steps = sorted(
         ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := CHECKPOINT_DIR_RE.match(name))),
         reverse=True,
     )
-    for _, name in steps:
+    return [name for _, name in steps]
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The highest-step ``checkpoint-N`` folder of ``output_dir`` whose manifest verifies (sizes only); logs skips."""
+    for name in _checkpoint_names_newest_first(output_dir):
         folder = os.path.join(output_dir, name)
         try:
             verify_checkpoint(folder, check_hashes=False)
@@ -131,13 +136,7 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
 def resumable_checkpoint(output_dir: str, identity: dict | None) -> str | None:
     """The newest ``checkpoint-N`` of ``output_dir`` that is complete and intact (sizes and SHA-256), with a warning
     for every newer one skipped. A checkpoint of another run or configuration is not skipped: it is refused."""
-    if not os.path.isdir(output_dir):
-        return None
-    steps = sorted(
-        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := CHECKPOINT_DIR_RE.match(name))),
-        reverse=True,
-    )
-    for _, name in steps:
+    for name in _checkpoint_names_newest_first(output_dir):
         folder = os.path.join(output_dir, name)
         try:
             verify_checkpoint(folder)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -46,6 +47,19 @@ def user_errors(func: Callable[[argparse.Namespace], int | None]) -> Callable[[a
 
     wrapper._dalr_user_errors = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def run_group(prog: str, description: str, register: Callable[[argparse._SubParsersAction], None],
+              argv: Sequence[str] | None, log_info: bool = True) -> int:
+    """The ``python -m dalr_hf.<group>.cli`` entry point: the subcommands ``register`` adds, parsed from ``argv``;
+    ``log_info`` shows the library's INFO messages."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    register(subparsers)
+    args = parser.parse_args(argv)
+    if log_info:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
 
 
 @user_errors

@@ -29,6 +29,16 @@ from dalr_hf.evaluation.transfer import MRPC_FEATURES, load_transfer_tasks, run_
 logger = logging.getLogger(__name__)
 
 
+def load_task_data(names: Sequence[str], root: str | os.PathLike[str]) -> tuple[list[STSData], list[TransferData]]:
+    """The data of the STS tasks (STS-B dev included) and of the transfer tasks among the resolved task ``names``,
+    read from the data folder ``root``; each list keeps the order of ``names``."""
+    sts_names = [t for t in names if t in (*STS_TASKS, STS_DEV_TASK)]
+    transfer_names = [t for t in names if t in TRANSFER_TASKS]
+    sts_data = load_sts_tasks(sts_names, root) if sts_names else []
+    transfer_data = load_transfer_tasks(transfer_names, root) if transfer_names else []
+    return sts_data, transfer_data
+
+
 def load_model(
     model: str | os.PathLike[str] | SentenceTransformer,
     device: str | None = None,
@@ -77,13 +87,10 @@ def evaluate_model(
         raise ValueError(f"mrpc_features must be one of {MRPC_FEATURES}, got {mrpc_features!r}")
     probe_settings(transfer_mode)
     names = resolve_tasks(tasks)
-    sts_names = [t for t in names if t in (*STS_TASKS, STS_DEV_TASK)]
-    transfer_names = [t for t in names if t in TRANSFER_TASKS]
     root = resolve_data_dir(data_dir)
 
     start = time.perf_counter()
-    sts_data = load_sts_tasks(sts_names, root) if sts_names else []
-    transfer_data = load_transfer_tasks(transfer_names, root) if transfer_names else []
+    sts_data, transfer_data = load_task_data(names, root)
     load_seconds = time.perf_counter() - start
 
     st_model = load_model(model, device=device)

@@ -16,7 +16,9 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from dalr_hf.cli import run_group
 from dalr_hf.evaluation.data import ENV_DATA_DIR, DataFileError
 from dalr_hf.evaluation.encoding import DEFAULT_BATCH_SIZE
 from dalr_hf.evaluation.probe import PROBE_MODES, SENTEVAL_SEED
@@ -141,6 +143,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mteb.set_defaults(func=run_mteb_command)
 
 
+# command-line values handed on unchanged, as keyword arguments of the same names
+EVALUATE_OPTIONS = ("tasks", "data_dir", "batch_size", "aggregation", "transfer_mode", "seed", "mrpc_features")
+MTEB_OPTIONS = (
+    "output_dir", "model_name", "revision", "data_dir", "batch_size", "base_model",
+    "benchmark", "license", "reference", "citation", "public_training_code",
+)
+
+
+def _options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The command-line values ``names`` as keyword arguments of the same names."""
+    return {name: getattr(args, name) for name in names}
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -169,13 +184,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         report = evaluate_model(
             args.model,
-            tasks=args.tasks,
-            data_dir=args.data_dir,
-            batch_size=args.batch_size,
-            aggregation=args.aggregation,
-            transfer_mode=args.transfer_mode,
-            seed=args.seed,
-            mrpc_features=args.mrpc_features,
+            **_options(args, EVALUATE_OPTIONS),
             device=args.device,
             output_path=output,
             show_progress_bar=not args.quiet,
@@ -197,21 +206,11 @@ def run_mteb_command(args: argparse.Namespace) -> int:
         run = run_mteb(
             args.model,
             args.tasks,
-            output_dir=args.output_dir,
-            model_name=args.model_name,
-            revision=args.revision,
-            data_dir=args.data_dir,
-            batch_size=args.batch_size,
-            base_model=args.base_model,
             caption_data=None if args.caption_data == "none" else args.caption_data,
             training_datasets=training,
-            device=args.device,
             raise_error=False,
-            benchmark=args.benchmark,
-            license=args.license,
-            reference=args.reference,
-            citation=args.citation,
-            public_training_code=args.public_training_code,
+            **_options(args, MTEB_OPTIONS),
+            device=args.device,
         )
     except (FileNotFoundError, DataFileError, ValueError, KeyError, OSError) as error:
         return _fail("mteb", error)
@@ -221,13 +220,13 @@ def run_mteb_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m dalr_hf.evaluation.cli", description="dalr_hf evaluation suite (SentEval protocol and MTEB)"
+    return run_group(
+        "python -m dalr_hf.evaluation.cli",
+        "dalr_hf evaluation suite (SentEval protocol and MTEB)",
+        register,
+        argv,
+        log_info=False,
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    register(subparsers)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
 
 
 if __name__ == "__main__":

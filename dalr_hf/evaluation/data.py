@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -496,46 +496,67 @@ def _load_binary(task: str, root: Path) -> TransferData:
     return TransferData(task, 2, {"all": _sorted_split(items, 1)}, report)
 
 
-def _load_sst2(root: Path) -> TransferData:
-    report = DataReport("SST2")
+def _load_labelled_sentences(
+    task: str,
+    root: Path,
+    folder: Path,
+    files: Sequence[tuple[str, str]],
+    encoding: str,
+    parse: Callable[[str], tuple[str, int] | None],
+    expected: str,
+) -> tuple[dict[str, ClassificationSplit], DataReport]:
+    """The splits of a one-sentence task whose files hold one labelled example a line, and the task's data report:
+    ``files`` pairs each split with its file in ``folder`` (below the data folder ``root``); ``parse`` gives a line's
+    (sentence, label), or None where the line is not what ``expected`` describes."""
+    report = DataReport(task)
     splits: dict[str, ClassificationSplit] = {}
-    for split, name in (("train", "sentiment-train"), ("dev", "sentiment-dev"), ("test", "sentiment-test")):
-        path = _require(root / "SST" / "binary" / name, "SST2", root)
+    for split, name in files:
+        path = _require(folder / name, task, root)
         file_report = FileReport(str(path))
         report.files.append(file_report)
         items: list[tuple[list[str], int]] = []
-        for number, line in _decoded(path, "utf-8", file_report):
-            fields = line.strip().split("\t")
-            if len(fields) != 2 or fields[1].strip() not in ("0", "1"):
-                file_report.add_malformed(number, "expected '<sentence>\\t<0 or 1>'")
+        for number, line in _decoded(path, encoding, file_report):
+            parsed = parse(line)
+            if parsed is None:
+                file_report.add_malformed(number, expected)
                 continue
-            words = fields[0].split()
+            words = parsed[0].split()
             if not words:
                 file_report.add_empty_sentence(number)
-            items.append((words, int(fields[1])))
+            items.append((words, parsed[1]))
         splits[split] = _sorted_split(items, 1)
+    return splits, report
+
+
+def _parse_sst2(line: str) -> tuple[str, int] | None:
+    fields = line.strip().split("\t")
+    if len(fields) != 2 or fields[1].strip() not in ("0", "1"):
+        return None
+    return fields[0], int(fields[1])
+
+
+def _parse_trec(line: str) -> tuple[str, int] | None:
+    coarse, sep, rest = line.strip().partition(":")
+    fine_and_question = rest.split(" ", 1)
+    if not sep or coarse not in TREC_CLASSES or len(fine_and_question) != 2:
+        return None
+    return fine_and_question[1], TREC_CLASSES.index(coarse)
+
+
+def _load_sst2(root: Path) -> TransferData:
+    files = (("train", "sentiment-train"), ("dev", "sentiment-dev"), ("test", "sentiment-test"))
+    splits, report = _load_labelled_sentences(
+        "SST2", root, root / "SST" / "binary", files, "utf-8", _parse_sst2, "expected '<sentence>\\t<0 or 1>'"
+    )
     return TransferData("SST2", 2, splits, report)
 
 
 def _load_trec(root: Path) -> TransferData:
-    report = DataReport("TREC")
-    splits: dict[str, ClassificationSplit] = {}
-    for split, name in (("train", "train_5500.label"), ("test", "TREC_10.label")):
-        path = _require(root / "TREC" / name, "TREC", root)
-        file_report = FileReport(str(path))
-        report.files.append(file_report)
-        items: list[tuple[list[str], int]] = []
-        for number, line in _decoded(path, "latin-1", file_report):
-            coarse, sep, rest = line.strip().partition(":")
-            fine_and_question = rest.split(" ", 1)
-            if not sep or coarse not in TREC_CLASSES or len(fine_and_question) != 2:
-                file_report.add_malformed(number, "expected '<COARSE>:<fine> <question>' with a known coarse label")
-                continue
-            words = fine_and_question[1].split()
-            if not words:
-                file_report.add_empty_sentence(number)
-            items.append((words, TREC_CLASSES.index(coarse)))
-        splits[split] = _sorted_split(items, 1)
+    files = (("train", "train_5500.label"), ("test", "TREC_10.label"))
+    splits, report = _load_labelled_sentences(
+        "TREC", root, root / "TREC", files, "latin-1", _parse_trec,
+        "expected '<COARSE>:<fine> <question>' with a known coarse label",
+    )
     return TransferData("TREC", len(TREC_CLASSES), splits, report)
 
 

@@ -18,20 +18,13 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.evaluation import SentenceEvaluator
 
-from dalr_hf.evaluation.data import (
-    STS_DEV_TASK,
-    STS_TASKS,
-    TRANSFER_TASKS,
-    STSData,
-    TransferData,
-    resolve_data_dir,
-    resolve_tasks,
-)
+from dalr_hf.evaluation.api import load_task_data
+from dalr_hf.evaluation.data import STS_DEV_TASK, TRANSFER_TASKS, STSData, TransferData, resolve_data_dir, resolve_tasks
 from dalr_hf.evaluation.encoding import DEFAULT_BATCH_SIZE, NonFiniteEmbeddingError, SentenceEncoder, eval_mode
 from dalr_hf.evaluation.probe import SENTEVAL_SEED, probe_settings
 from dalr_hf.evaluation.results import STS_AGGREGATIONS, simcse_average
-from dalr_hf.evaluation.sts import load_sts_tasks, run_sts
-from dalr_hf.evaluation.transfer import load_transfer_tasks, run_transfer
+from dalr_hf.evaluation.sts import run_sts
+from dalr_hf.evaluation.transfer import run_transfer
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +90,8 @@ class SentEvalEvaluator(SentenceEvaluator):
         self.name = name
         self.write_csv = write_csv
         self.show_progress_bar = show_progress_bar
-        sts_names = [t for t in self.tasks if t in (*STS_TASKS, STS_DEV_TASK)]
-        transfer_names = [t for t in self.tasks if t in TRANSFER_TASKS]
-        self._sts_data = load_sts_tasks(sts_names, self.data_dir) if sts_names else []
-        self._transfer_data = load_transfer_tasks(transfer_names, self.data_dir) if transfer_names else []
-        self.metric_keys = self._metric_keys(sts_names, transfer_names)
+        self._sts_data, self._transfer_data = load_task_data(self.tasks, self.data_dir)
+        self.metric_keys = self._metric_keys([d.task for d in self._sts_data], [d.task for d in self._transfer_data])
         default = METRIC_KEYS[STS_DEV_TASK] if STS_DEV_TASK in self.tasks else METRIC_KEYS[self.tasks[0]]
         chosen = primary_metric or default
         if chosen not in self.metric_keys:

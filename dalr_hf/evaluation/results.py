@@ -19,8 +19,26 @@ def simcse_average(values: list[float]) -> float:
     return sum(round(v, 2) for v in values) / len(values)
 
 
+class _TaskResultMixin:
+    """What every per-task result offers: its display ``name``, ``ok`` and its JSON form (``name`` plus the fields)."""
+
+    task: str
+    status: str
+
+    @property
+    def name(self) -> str:
+        return display_name(self.task)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self)}
+
+
 @dataclass
-class STSResult:
+class STSResult(_TaskResultMixin):
     """One STS task. Scores are ×100; ``spearman``/``pearson`` follow ``aggregation``.
 
     ``aggregation="all"`` (SimCSE's protocol, the papers' numbers) pools the pairs of all subsets of a year into one
@@ -45,20 +63,9 @@ class STSResult:
     subsets: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def name(self) -> str:
-        return display_name(self.task)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
-
 
 @dataclass
-class TransferResult:
+class TransferResult(_TaskResultMixin):
     """One transfer task: test accuracy ``acc`` (the reported number) and the model-selection accuracy ``devacc``
     (mean best inner-CV accuracy for MR/CR/SUBJ/MPQA, CV accuracy on train for TREC/MRPC, dev accuracy for SST2)."""
 
@@ -74,17 +81,6 @@ class TransferResult:
     l2reg: list[float] = field(default_factory=list)
     features: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return display_name(self.task)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
 
 
 def _average(results: list[STSResult] | list[TransferResult], attr: str) -> float | None:

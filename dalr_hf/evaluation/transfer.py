@@ -65,18 +65,18 @@ def score_transfer(
 ) -> TransferResult:
     """Train and score the probe of one task on embeddings from ``encoder``."""
     result = TransferResult(data.task, mode, data=data.report.to_dict())
+
+    def embed(sentences: list[str]) -> torch.Tensor:
+        return encoder.embed(sentences, data.task)
+
     try:
         if data.task == "MRPC":
             result.features = mrpc_features
             train, test = data.splits["train"], data.splits["test"]
             if train.sentences2 is None or test.sentences2 is None:
                 raise ValueError("MRPC splits must hold sentence pairs")
-            x_train = pair_features(
-                encoder.embed(train.sentences1, "MRPC"), encoder.embed(train.sentences2, "MRPC"), mrpc_features
-            )
-            x_test = pair_features(
-                encoder.embed(test.sentences1, "MRPC"), encoder.embed(test.sentences2, "MRPC"), mrpc_features
-            )
+            x_train = pair_features(embed(train.sentences1), embed(train.sentences2), mrpc_features)
+            x_test = pair_features(embed(test.sentences1), embed(test.sentences2), mrpc_features)
             outcome = cv_then_test(x_train, train.labels, x_test, test.labels, data.n_classes, settings)
             assert outcome.predictions is not None
             result.f1 = round(100 * float(f1_score(test.labels, outcome.predictions)), 2)
@@ -84,30 +84,19 @@ def score_transfer(
         elif data.task == "TREC":
             train, test = data.splits["train"], data.splits["test"]
             outcome = cv_then_test(
-                encoder.embed(train.sentences1, "TREC"),
-                train.labels,
-                encoder.embed(test.sentences1, "TREC"),
-                test.labels,
-                data.n_classes,
-                settings,
+                embed(train.sentences1), train.labels, embed(test.sentences1), test.labels, data.n_classes, settings
             )
             result.ndev, result.ntest = len(train), len(test)
         elif data.task == "SST2":
             train, dev, test = data.splits["train"], data.splits["dev"], data.splits["test"]
+            x_train, x_dev, x_test = embed(train.sentences1), embed(dev.sentences1), embed(test.sentences1)
             outcome = split_validation(
-                encoder.embed(train.sentences1, "SST2"),
-                train.labels,
-                encoder.embed(dev.sentences1, "SST2"),
-                dev.labels,
-                encoder.embed(test.sentences1, "SST2"),
-                test.labels,
-                data.n_classes,
-                settings,
+                x_train, train.labels, x_dev, dev.labels, x_test, test.labels, data.n_classes, settings
             )
             result.ndev, result.ntest = len(dev), len(test)
         else:
             split = data.splits["all"]
-            outcome = nested_cv(encoder.embed(split.sentences1, data.task), split.labels, data.n_classes, settings)
+            outcome = nested_cv(embed(split.sentences1), split.labels, data.n_classes, settings)
             result.ndev = result.ntest = len(split)
     except NonFiniteEmbeddingError as exc:
         logger.error("%s", exc)

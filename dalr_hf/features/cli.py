@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dalr_hf.cli import user_errors
+from dalr_hf.cli import run_group, user_errors
 from dalr_hf.features.captions import CAPTION_FORMATS, EMPTY_CAPTION_POLICIES
 
 logger = logging.getLogger(__name__)
@@ -229,13 +229,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dalr_hf.features.cli",
-                                     description="dalr_hf frozen-feature commands.")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    register(subparsers)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    return run_group("python -m dalr_hf.features.cli", "dalr_hf frozen-feature commands.", register, argv)
 
 
 if __name__ == "__main__":

@@ -32,14 +32,12 @@ from dalr_hf.features.store import (
     FEATURE_STORE_METADATA,
     FEATURE_STORE_VERSION,
     ShardedWriter,
-    check_output_folder,
-    describe_differences,
     feature_store_features,
     fixed_size_array,
     json_sha256,
     l2_normalize,
     load_feature_store,
-    remove_store_files,
+    store_already_made,
 )
 
 logger = logging.getLogger(__name__)
@@ -319,19 +317,8 @@ def extract_features(images_dir: str | os.PathLike, captions_file: str | os.Path
         "on_missing_image": on_missing_image,
     }
     config_sha256 = json_sha256(run_config)
-    existing = check_output_folder(output_dir, FEATURE_STORE_METADATA, overwrite, "feature store")
-    if existing is not None:
-        if existing.get("config_sha256") == config_sha256 and not overwrite:
-            logger.info("%s already holds this extraction; loading it", output_dir)
-            return load_feature_store(output_dir)
-        if not overwrite:
-            diffs = describe_differences(existing.get("run_config", {}), run_config)
-            raise FileExistsError(
-                f"{str(output_dir)!r} already holds a feature store made with another configuration "
-                f"(this run vs the store: {'; '.join(diffs) or 'unknown'}); pass overwrite=True (--overwrite) to "
-                "replace it"
-            )
-        remove_store_files(output_dir, FEATURE_STORE_METADATA)
+    if store_already_made(output_dir, FEATURE_STORE_METADATA, run_config, overwrite, "feature store"):
+        return load_feature_store(output_dir)
     writer = ShardedWriter(output_dir, run_config, what="feature extraction", overwrite=overwrite)
     writer.open()
 

@@ -300,6 +300,30 @@ def check_output_folder(folder: Path, metadata_name: str, overwrite: bool, what:
     return None
 
 
+
+def store_already_made(folder: Path, metadata_name: str, run_config: Mapping[str, Any], overwrite: bool,
+                       what: str) -> bool:
+    """Whether ``folder`` already holds the complete ``what`` that ``run_config`` describes (the caller loads it).
+
+    A complete store made with another configuration is refused naming the differences, or, with ``overwrite``, its
+    store files are removed; foreign content is refused by :func:`check_output_folder`.
+    """
+    existing = check_output_folder(folder, metadata_name, overwrite, what)
+    if existing is None:
+        return False
+    if existing.get("config_sha256") == json_sha256(run_config) and not overwrite:
+        logger.info("%s already holds this %s; loading it", folder, what)
+        return True
+    if not overwrite:
+        diffs = describe_differences(existing.get("run_config", {}), run_config)
+        raise FileExistsError(
+            f"{str(folder)!r} already holds a {what} made with another configuration "
+            f"(this run vs the store: {'; '.join(diffs) or 'unknown'}); pass overwrite=True (--overwrite) to "
+            "replace it"
+        )
+    remove_store_files(folder, metadata_name)
+    return False
+
 # ---------------------------------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------------------------------

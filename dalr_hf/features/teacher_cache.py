@@ -43,14 +43,12 @@ from dalr_hf.features.store import (
     ShardedWriter,
     check_file_sizes,
     check_fixed_float_column,
-    check_output_folder,
-    describe_differences,
     fixed_size_array,
     float_list_feature,
     json_sha256,
     load_dataset_folder,
     read_json,
-    remove_store_files,
+    store_already_made,
 )
 from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble
 
@@ -307,17 +305,8 @@ def build_teacher_cache(teachers: TeacherEnsemble, dataset_or_sentences: Dataset
         "token_states": tokens_fingerprint,
     }
     config_sha256 = json_sha256(run_config)
-    existing = check_output_folder(output_dir, TEACHER_CACHE_METADATA, overwrite, "teacher cache")
-    if existing is not None:
-        if existing.get("config_sha256") == config_sha256 and not overwrite:
-            logger.info("%s already holds this teacher cache; loading it", output_dir)
-            return load_teacher_cache(output_dir)
-        if not overwrite:
-            diffs = describe_differences(existing.get("run_config", {}), run_config)
-            raise FileExistsError(f"{str(output_dir)!r} already holds a teacher cache made with another "
-                                  f"configuration ({'; '.join(diffs)}); pass overwrite=True (--overwrite) to "
-                                  "replace it")
-        remove_store_files(output_dir, TEACHER_CACHE_METADATA)
+    if store_already_made(output_dir, TEACHER_CACHE_METADATA, run_config, overwrite, "teacher cache"):
+        return load_teacher_cache(output_dir)
     probe = None
     if token_states:
         _, first = next(_iter_sentences(dataset_or_sentences, text_column, min(batch_size, 64)))

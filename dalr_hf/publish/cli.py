@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dalr_hf.cli import run_group
+
 logger = logging.getLogger(__name__)
 
 
@@ -172,12 +174,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dalr_hf.publish.cli", description="dalr_hf publishing commands.")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    register(subparsers)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    return run_group("python -m dalr_hf.publish.cli", "dalr_hf publishing commands.", register, argv)
 
 
 if __name__ == "__main__":

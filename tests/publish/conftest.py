@@ -16,6 +16,17 @@ from dalr_hf.trainer import DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments
 from tests.publish.publish_helpers import PROBE_SENTENCES, HubStandIn, RecordingEvaluator, RunningHub, tiny_data
 
+# both session runs: 4 steps of 8, STS evaluation every 2 steps, the best checkpoint kept and reloaded at the end
+BEST_CHECKPOINT_RUN = dict(
+    per_device_train_batch_size=8,
+    max_steps=4,
+    eval_strategy="steps",
+    eval_steps=2,
+    save_strategy="best",
+    load_best_model_at_end=True,
+    save_total_limit=1,
+    logging_steps=1,
+)
 TEACHER_NAMES = ["princeton-nlp/unsup-simcse-bert-base-uncased", "voidism/diffcse-bert-base-uncased-sts"]
 
 
@@ -61,14 +72,7 @@ def trained_run(tmp_path_factory, tiny_bert_dir, tiny_teacher_dir) -> TrainedRun
         preset="clean",
         cons_weight=0.5,
         max_seq_length=16,
-        per_device_train_batch_size=8,
-        max_steps=4,
-        eval_strategy="steps",
-        eval_steps=2,
-        save_strategy="best",
-        load_best_model_at_end=True,
-        save_total_limit=1,
-        logging_steps=1,
+        **BEST_CHECKPOINT_RUN,
         learning_rate=1e-3,
         report_to="tensorboard",  # event files, as the recipes write them
     )
@@ -123,14 +127,7 @@ def lora_run(tmp_path_factory, tiny_bert_dir, tiny_teacher_dir) -> LoraRun:
         lora_alpha=8,
         lora_dropout=0.0,
         lora_target_modules=["query", "value"],
-        per_device_train_batch_size=8,
-        max_steps=4,
-        eval_strategy="steps",
-        eval_steps=2,
-        save_strategy="best",
-        load_best_model_at_end=True,
-        save_total_limit=1,
-        logging_steps=1,
+        **BEST_CHECKPOINT_RUN,
         learning_rate=5e-3,
         report_to="none",
     )

@@ -13,23 +13,10 @@ import time
 import numpy as np
 import pytest
 
-import dalr_hf.scripts.train as train_script
 from dalr_hf.checkpoints import CheckpointError
 from dalr_hf.run_guard import LOCK_FILE, RUN_FILE, OutputDirInUse, OutputDirLock, read_run_id
 from dalr_hf.scripts.train import main as train_main
-
-
-class Tripwire(AssertionError):
-    pass
-
-
-@pytest.fixture()
-def no_model_loading(monkeypatch):
-    def tripwire(*args, **kwargs):
-        raise Tripwire("a model was loaded")
-
-    monkeypatch.setattr(train_script, "build_student", tripwire)
-    monkeypatch.setattr(train_script.TeacherEnsemble, "from_configs", tripwire)
+from tests.safety.conftest import Tripwire
 
 
 def _hold_lock(folder):
