@@ -38,7 +38,7 @@ from dalr_hf.data import (
 )
 from dalr_hf.distributed import world_size
 from dalr_hf.lora import apply_lora, has_lora, load_lora_adapter, merged_lora_view, save_lora_adapter
-from dalr_hf.losses.dalr import DALRLoss
+from dalr_hf.losses.dalr import DALRLoss, needs_teachers
 from dalr_hf.student import record_no_pooling_layer
 from dalr_hf.teachers import TeacherEnsemble
 from dalr_hf.training_args import DALRTrainingArguments
@@ -101,7 +101,7 @@ class DALRTrainer(SentenceTransformerTrainer):
                     raise ValueError(f"{len(cached)} cached teacher columns but {n_weights} teachers/weights")
                 if teachers is not None and not args.use_g2l:
                     logger.info("cached teacher embeddings found: online teachers will not run")
-            elif teachers is None:
+            elif teachers is None and needs_teachers(args):
                 raise ValueError(
                     "image-caption training needs teachers: pass `teachers`, or attach a teacher cache "
                     "(dalr_hf.features.attach_teacher_cache) to the paired dataset"
