@@ -111,7 +111,7 @@ def build_comparison(
         comparison["test"] = test
         below = [t for t in test_base if test[t]["delta"] < 0]
         improved = student_avg > base_avg
-        what = f"the STS test average ({len(test_base)} sets)"
+        what = f"the STS test average ({len(test_base)} set{'s' if len(test_base) != 1 else ''})"
         verdict = (
             f"The trained student is {'ABOVE' if improved else 'BELOW'} its base model as shipped on {what}: "
             f"{student_avg:.2f} vs {base_avg:.2f} ({student_avg - base_avg:+.2f}); below the base on "
