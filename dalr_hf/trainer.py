@@ -44,7 +44,7 @@ from dalr_hf.data import (
 from dalr_hf.distributed import world_size
 from dalr_hf.files import SCHEDULE_FILE
 from dalr_hf.lora import apply_lora, has_lora, load_lora_adapter, merged_lora_view, save_lora_adapter
-from dalr_hf.losses.dalr import DALRLoss
+from dalr_hf.losses.dalr import DALRLoss, needs_teachers
 from dalr_hf.run_guard import read_run_id
 from dalr_hf.student import record_no_pooling_layer
 from dalr_hf.teachers import CachedTeachers, TeacherEnsemble
@@ -172,7 +172,7 @@ class DALRTrainer(SentenceTransformerTrainer):
         image_dim = paired_feature_dim(paired) if paired is not None else None
 
         if loss is None:
-            if paired is not None and teachers is None and teacher_weights is None:
+            if paired is not None and teachers is None and teacher_weights is None and needs_teachers(args):
                 hint = (
                     "pass `teachers` (or teacher_weights for its cached teacher columns)"
                     if cached_teacher_columns(paired)
@@ -230,7 +230,7 @@ class DALRTrainer(SentenceTransformerTrainer):
                         )
                 if loss.teachers is not None and (not loss.settings.use_g2l or has_tokens):
                     logger.info("cached teacher outputs cover every term: online teachers will not run")
-            elif loss.teachers is None:
+            elif loss.teachers is None and loss.needs_teachers:
                 raise ValueError(
                     "the paired dataset has no cached teacher_emb_<k> columns and the loss has no online teachers; "
                     "pass teachers, or attach a teacher cache (dalr_hf.features.attach_teacher_cache)"

@@ -5,8 +5,9 @@
     python examples/train_dalr.py --config examples/configs/bert_base_wiki_flickr.yaml --learning_rate 3e-5
 
 Every YAML key is a field of ``dalr_hf.scripts.train.ScriptArguments`` or of ``dalr_hf.DALRTrainingArguments``
-(``python examples/train_dalr.py --help`` lists them all); command-line flags override the file. The run prints
-STS-B dev Spearman before and after training and leaves a folder that ``SentenceTransformer(output_dir)`` loads.
+(``python examples/train_dalr.py --help`` lists them all); command-line flags override the file. The run leaves a
+folder that ``SentenceTransformer(output_dir)`` loads, and ends by comparing the student with its base model as
+shipped on the STS test sets (per-task deltas and a plain verdict; ``--sts_test false`` skips it).
 """
 
 import sys

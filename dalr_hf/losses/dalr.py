@@ -1,4 +1,4 @@
-"""DALRLoss: the composite objective of method.md §1.8 over one batch, as a dict of named, weighted terms.
+"""DALRLoss: the composite objective of docs/method.md (Totals and effective weights) over one batch, as a dict of named, weighted terms.
 
 Text-only batch: ``{"L_info"}``. Image-caption batch:
 ``L_info + λ·[c·L_cons + L_CMA (+ L_ground)] + μ·[L_IMA + γ·L_rank + L_g2l]`` (+ ``w_g·L_ground`` when grounding sits
@@ -36,6 +36,16 @@ from dalr_hf.teachers import CachedTeachers, TeacherEnsemble, TeacherOutput
 logger = logging.getLogger(__name__)
 
 TERMS = ("L_info", "L_ground", "L_cons", "L_cma", "L_ima", "L_rank", "L_g2l")
+#: The terms that read the teachers' outputs; without one of them no teacher runs.
+TEACHER_TERMS = frozenset({"L_cma", "L_ima", "L_rank", "L_g2l"})
+
+
+def needs_teachers(args, multimodal: bool = True) -> bool:
+    """Whether a run with these arguments reads teacher outputs: some teacher term has a weight above 0."""
+    if not multimodal:
+        return False
+    weights = args.effective_weights()
+    return any(weights.get(term, 0.0) > 0 for term in TEACHER_TERMS)
 
 
 class MLPPooler(nn.Module):
@@ -134,6 +144,10 @@ class DALRLoss(nn.Module):
         # alike on every process, advanced alike, and saved with the training heads, so runs gather and resume exactly.
         self.generator = torch.Generator().manual_seed(self.seed)
         self.multimodal = image_feature_dim is not None
+        # Terms whose weight is 0 are neither built nor computed; teachers run only for a term that needs them.
+        paired_terms = ("L_ground", "L_cons", "L_cma", "L_ima", "L_rank", "L_g2l")
+        self.active_terms = {"L_info"} | {t for t in paired_terms if self.multimodal and self.weights.get(t, 0.0) > 0}
+        self.needs_teachers = bool(self.active_terms & TEACHER_TERMS)
         # The heads' initialisation is part of the run's identity: seeded here, on a forked RNG, so that building a
         # loss never changes the caller's global random state.
         with torch.random.fork_rng(devices=[]):
@@ -176,59 +190,74 @@ class DALRLoss(nn.Module):
     def _build_heads(self, hidden: int, teachers, online: TeacherEnsemble | None) -> None:
         args = self.settings
         image_feature_dim = self.image_feature_dim
-        self.mlp = MLPPooler(hidden)
+        # student_head "none": the losses see the student's own embedding (an already-trained encoder)
+        self.mlp = MLPPooler(hidden) if args.student_head != "none" else None
         self.info_nce = InfoNCELoss(margin=args.arc_margin_text, temperature=args.temperature)
         if not self.multimodal:
             return
-        if self.teacher_weights is None:
+        if self.needs_teachers and self.teacher_weights is None:
             raise ValueError(
-                "image-caption training needs teachers: pass online teachers, CachedTeachers or teacher_weights"
+                "image-caption training with teacher terms (L_cma, L_ima, L_rank, L_g2l) needs teachers: pass online "
+                "teachers, CachedTeachers or teacher_weights, or set cml_weight and iml_weight to 0 (MCSE: InfoNCE + "
+                "grounding)"
             )
-        if args.cma_space == "mlp_vs_clip" and hidden != image_feature_dim:
+        if "L_cma" in self.active_terms and args.cma_space == "mlp_vs_clip" and hidden != image_feature_dim:
             raise ValueError(
                 f"cma_space='mlp_vs_clip' compares the student's {hidden}-d MLP output with the {image_feature_dim}-d "
-                "image features directly (method.md P30); they must have the same width. Use cma_space='grounding' "
+                "image features directly (docs/method.md); they must have the same width. Use cma_space='grounding' "
                 "or image features of the student's width."
             )
-        if args.use_g2l and online is not None:
+        if "L_g2l" in self.active_terms and online is not None:
             online.check_token_mixing(hidden)
         # Without online teachers, g2l reads cached token states from every paired batch (teacher_token_states,
         # teacher_token_mask, from a teacher cache built with token states); a batch without them is refused.
-        if args.teacher_t2t == "mix_features":
+        if self.needs_teachers and args.teacher_t2t == "mix_features":
             widths = {t.hidden_size for t in online.teachers} if online is not None else None
             if widths is not None and len(widths) != 1:
                 raise ValueError(
                     f"teacher_t2t='mix_features' averages raw teacher vectors, so all teachers need one "
                     f"width; got {sorted(widths)}. Use teacher_t2t='mix_similarities'."
                 )
-        self.grounding = GroundingLoss(
-            text_dim=hidden,
-            image_dim=image_feature_dim,
-            proj_dim=args.proj_dim,
-            margin=args.arc_margin_ground,
-            temperature=args.temperature_vl,
-            adaptive_margin=args.adaptive_margin_ground,
-            use_caption_branch=args.ground_use_caption_branch,
-        )
-        self.consistency = ConsistencyLoss(
-            text_dim=hidden,
-            image_dim=image_feature_dim,
-            sim_dim=args.sim_dim,
-            margin=args.cons_margin,
-            mismatch=args.mismatch,
-        )
-        self.cma = CrossModalAlignmentLoss(
-            margin=args.arc_margin_text,
-            temperature=args.temperature,
-            student_temperature=args.kl_student_temp,
-            teacher_temperature=args.kl_teacher_temp,
-            use_margin=args.kl_margin,
-        )
-        self.ima = IntraModalAlignmentLoss(student_temperature=args.kl_student_temp)
-        self.rank = RankDistillationLoss(
-            method=args.distillation_loss, exact=args.listmle_exact, gamma=args.rank_weight
-        )
-        self.g2l = GlobalToLocalLoss(temperature=args.temperature, norm=args.g2l_norm) if args.use_g2l else None
+        self.grounding = self.consistency = self.cma = self.ima = self.rank = self.g2l = None
+        if "L_ground" in self.active_terms or ("L_cma" in self.active_terms and args.cma_space == "grounding"):
+            self.grounding = GroundingLoss(
+                text_dim=hidden,
+                image_dim=image_feature_dim,
+                proj_dim=args.proj_dim,
+                margin=args.arc_margin_ground,
+                temperature=args.temperature_vl,
+                adaptive_margin=args.adaptive_margin_ground,
+                use_caption_branch=args.ground_use_caption_branch,
+            )
+        if "L_cons" in self.active_terms:
+            self.consistency = ConsistencyLoss(
+                text_dim=hidden,
+                image_dim=image_feature_dim,
+                sim_dim=args.sim_dim,
+                margin=args.cons_margin,
+                mismatch=args.mismatch,
+                drop_same_image=args.mask_same_image_negatives,
+            )
+        if "L_cma" in self.active_terms:
+            self.cma = CrossModalAlignmentLoss(
+                margin=args.arc_margin_text,
+                temperature=args.temperature,
+                student_temperature=args.kl_student_temp,
+                teacher_temperature=args.kl_teacher_temp,
+                use_margin=args.kl_margin,
+            )
+        if "L_ima" in self.active_terms:
+            self.ima = IntraModalAlignmentLoss(student_temperature=args.kl_student_temp)
+        if "L_rank" in self.active_terms:
+            self.rank = RankDistillationLoss(
+                method=args.distillation_loss,
+                exact=args.listmle_exact,
+                # gamma (rank_weight) is applied once, in the effective weights: not again inside the term
+                gamma=1.0,
+                reduction=args.rank_reduction,
+            )
+        if "L_g2l" in self.active_terms:
+            self.g2l = GlobalToLocalLoss(temperature=args.temperature, norm=args.g2l_norm)
 
     # -- helpers -----------------------------------------------------------------------------------------------------
     def encode_views(self, batch: dict) -> tuple[Tensor, Tensor]:
@@ -279,8 +308,10 @@ class DALRLoss(nn.Module):
         if paired:
             if not self.multimodal:
                 raise ValueError("a paired batch reached a DALRLoss built without image features")
-            # Teachers run on this process's sentences only; their outputs are gathered like the features.
-            teacher = self.teacher_outputs(batch, with_tokens=self.g2l is not None)
+            # Teachers run on this process's sentences only (and only when a weighted term reads them); their
+            # outputs are gathered like the features.
+            if self.needs_teachers:
+                teacher = self.teacher_outputs(batch, with_tokens=self.g2l is not None)
             images, image_ids = batch["image_features"], batch["image_ids"]
             captions = batch.get("caption_features") if self.settings.ground_use_caption_branch else None
         if gather:
@@ -288,21 +319,22 @@ class DALRLoss(nn.Module):
             if paired:
                 images, image_ids = gather_rows(images), gather_rows(image_ids)
                 captions = gather_rows(captions) if captions is not None else None
-                tokens, token_mask = teacher.token_states, teacher.token_mask
-                if tokens is not None:
-                    tokens, token_mask = gather_padded_tokens(tokens, token_mask)
-                teacher = TeacherOutput(
-                    embeddings=[gather_rows(e) for e in teacher.embeddings],
-                    weights=teacher.weights,
-                    token_states=tokens,
-                    token_mask=token_mask,
-                )
+                if teacher is not None:
+                    tokens, token_mask = teacher.token_states, teacher.token_mask
+                    if tokens is not None:
+                        tokens, token_mask = gather_padded_tokens(tokens, token_mask)
+                    teacher = TeacherOutput(
+                        embeddings=[gather_rows(e) for e in teacher.embeddings],
+                        weights=teacher.weights,
+                        token_states=tokens,
+                        token_mask=token_mask,
+                    )
         # Heads and loss math in float32 even under mixed precision.
         with torch.autocast(device_type=h1.device.type, enabled=False):
-            z1, z2 = self.mlp(h1), self.mlp(h2)
+            z1, z2 = (self.mlp(h1), self.mlp(h2)) if self.mlp is not None else (h1, h2)
             l_info, text_logits = self.info_nce(z1, z2)
             terms = {"L_info": check_finite("L_info", l_info)}
-            if paired:
+            if paired and len(self.active_terms) > 1:
                 terms.update(self._paired_terms(images, image_ids, captions, teacher, h1, h2, z1, text_logits))
         return {name: self.weights[name] * value for name, value in terms.items()}
 
@@ -329,41 +361,50 @@ class DALRLoss(nn.Module):
         negative_mask = same_image if args.mask_same_image_negatives and bool(same_image.any()) else None
         unit_images = F.normalize(images, dim=-1)
         image_sim = unit_images @ unit_images.T
-
-        embeddings = [e.float() for e in teacher.embeddings]
-        if args.teacher_sim_fp16:
-            embeddings = [e.half().float() for e in embeddings]
-        q_t2t = teacher_text_distribution(embeddings, teacher.weights, args.kl_teacher_temp, mode=args.teacher_t2t)
-        if negative_mask is not None:
-            q_t2t_cross = teacher_text_distribution(
-                embeddings, teacher.weights, args.kl_teacher_temp, mode=args.teacher_t2t, negative_mask=negative_mask
-            )
-        else:
-            q_t2t_cross = q_t2t
-        q_v2v = image_distribution(image_sim, args.kl_teacher_temp, negative_mask=negative_mask)
-
+        active = self.active_terms
         terms: dict[str, Tensor] = {}
-        terms["L_cons"] = self.consistency(z1, images, image_ids, generator=self.generator)
-        if args.cma_space == "mlp_vs_clip":
-            terms["L_cma"] = self.cma(z1, images, q_t2t_cross, q_v2v, negative_mask=negative_mask)
-        else:
-            p1 = F.normalize(torch.tanh(self.grounding.text_proj(h1)), dim=-1)
-            g = F.normalize(torch.tanh(self.grounding.image_proj(images)), dim=-1)
-            logits = arc_similarity(p1, g, args.arc_margin_text if args.kl_margin else 0.0, args.temperature_vl)
-            terms["L_cma"] = cross_modal_alignment(
-                logits, q_t2t_cross, q_v2v, args.kl_student_temp, negative_mask=negative_mask
+        if self.consistency is not None:
+            terms["L_cons"] = self.consistency(z1, images, image_ids, generator=self.generator)
+        if self.grounding is not None and "L_ground" in active:
+            terms["L_ground"] = self.grounding(
+                h1,
+                h2,
+                images,
+                image_sim=image_sim,
+                negative_mask=negative_mask,
+                caption_features=captions,
             )
-        terms["L_ground"] = self.grounding(
-            h1,
-            h2,
-            images,
-            image_sim=image_sim,
-            negative_mask=negative_mask,
-            caption_features=captions,
-        )
-        rank_scores = teacher_rank_scores(embeddings, teacher.weights, args.rank_teacher_temp)
-        terms["L_rank"] = self.rank(text_logits, rank_scores, generator=self.generator)
-        terms["L_ima"] = self.ima(text_logits, q_t2t)
-        if self.g2l is not None:
-            terms["L_g2l"] = self.g2l(z1, teacher.token_states.to(z1.device), teacher.token_mask.to(z1.device))
+        if teacher is not None:
+            embeddings = [e.float() for e in teacher.embeddings]
+            if args.teacher_sim_fp16:
+                embeddings = [e.half().float() for e in embeddings]
+            q_t2t = teacher_text_distribution(embeddings, teacher.weights, args.kl_teacher_temp, mode=args.teacher_t2t)
+            if self.cma is not None:
+                if negative_mask is not None:
+                    q_t2t_cross = teacher_text_distribution(
+                        embeddings,
+                        teacher.weights,
+                        args.kl_teacher_temp,
+                        mode=args.teacher_t2t,
+                        negative_mask=negative_mask,
+                    )
+                else:
+                    q_t2t_cross = q_t2t
+                q_v2v = image_distribution(image_sim, args.kl_teacher_temp, negative_mask=negative_mask)
+                if args.cma_space == "mlp_vs_clip":
+                    terms["L_cma"] = self.cma(z1, images, q_t2t_cross, q_v2v, negative_mask=negative_mask)
+                else:
+                    p1 = F.normalize(torch.tanh(self.grounding.text_proj(h1)), dim=-1)
+                    g = F.normalize(torch.tanh(self.grounding.image_proj(images)), dim=-1)
+                    logits = arc_similarity(p1, g, args.arc_margin_text if args.kl_margin else 0.0, args.temperature_vl)
+                    terms["L_cma"] = cross_modal_alignment(
+                        logits, q_t2t_cross, q_v2v, args.kl_student_temp, negative_mask=negative_mask
+                    )
+            if self.rank is not None:
+                rank_scores = teacher_rank_scores(embeddings, teacher.weights, args.rank_teacher_temp)
+                terms["L_rank"] = self.rank(text_logits, rank_scores, generator=self.generator)
+            if self.ima is not None:
+                terms["L_ima"] = self.ima(text_logits, q_t2t)
+            if self.g2l is not None:
+                terms["L_g2l"] = self.g2l(z1, teacher.token_states.to(z1.device), teacher.token_mask.to(z1.device))
         return {name: check_finite(name, value.float()) for name, value in terms.items()}

@@ -29,6 +29,13 @@ PRESETS: dict[str, dict] = {
         "listmle_exact": False,
         "teacher_sim_fp16": True,
         "drop_last_paired": False,
+        # ---- quality knobs: see docs/quality.md ----
+        "student_head": "mlp",
+        "rank_reduction": "sum",
+        "cma_space": "mlp_vs_clip",
+        "teacher_t2t": "mix_features",
+        "kl_student_temp": 0.45,
+        "kl_teacher_temp": 0.5,
     },
     # The paper summary's reading: plain cosines, consistency weight 1 with a random derangement, no g2l,
     # grounding in the baseline with its own weight.
@@ -46,6 +53,13 @@ PRESETS: dict[str, dict] = {
         "listmle_exact": True,
         "teacher_sim_fp16": False,
         "drop_last_paired": False,
+        # ---- quality knobs: see docs/quality.md ----
+        "student_head": "mlp",
+        "rank_reduction": "sum",
+        "cma_space": "mlp_vs_clip",
+        "teacher_t2t": "mix_features",
+        "kl_student_temp": 0.45,
+        "kl_teacher_temp": 0.5,
     },
     # Reference math with its numerical and data quirks fixed.
     "clean": {
@@ -62,6 +76,40 @@ PRESETS: dict[str, dict] = {
         "listmle_exact": True,
         "teacher_sim_fp16": False,
         "drop_last_paired": True,
+        # ---- quality knobs: see docs/quality.md ----
+        "student_head": "mlp",
+        "rank_reduction": "sum",
+        "cma_space": "mlp_vs_clip",
+        "teacher_t2t": "mix_features",
+        "kl_student_temp": 0.45,
+        "kl_teacher_temp": 0.5,
+    },
+    # Fine-tuning an already-trained sentence encoder (docs/quality.md): the student's own embedding is trained
+    # (no fresh random MLP head), no angular margins on its already-calibrated logits, ListMLE on InfoNCE's scale,
+    # the cross-modal KL in the learned grounding space (not against foreign image vectors), teachers of any width.
+    "finetune": {
+        "arc_margin_text": 0.0,
+        "arc_margin_ground": 0.0,
+        "adaptive_margin_ground": False,
+        "cons_weight": 1.0,
+        "mismatch": "derangement",
+        "use_g2l": False,
+        "g2l_norm": "feature_axis",
+        "ground_weight_location": "baseline",
+        "ground_weight": 0.1,
+        "kl_margin": False,
+        "listmle_exact": True,
+        "teacher_sim_fp16": False,
+        "drop_last_paired": True,
+        # ---- quality knobs: see docs/quality.md ----
+        "student_head": "none",
+        "rank_reduction": "mean",
+        "cma_space": "grounding",
+        "teacher_t2t": "mix_similarities",
+        # matched KL temperatures: the student's distribution at 0.05 on cosines (1.0 on top of 1/temperature), as
+        # sharp as the teacher's, instead of a flat target (0.5) against a sharp student (0.0225)
+        "kl_student_temp": 1.0,
+        "kl_teacher_temp": 0.05,
     },
 }
 
@@ -73,6 +121,8 @@ CHOICES: dict[str, tuple] = {
     "cma_space": ("mlp_vs_clip", "grounding"),
     "teacher_t2t": ("mix_features", "mix_similarities"),
     "distillation_loss": ("listmle", "listnet"),
+    "student_head": ("mlp", "none"),
+    "rank_reduction": ("sum", "mean"),
 }
 
 DALR_CITATION = """@inproceedings{he2025dalr,
@@ -107,7 +157,10 @@ class LossSettings:
 
     preset: str = field(
         default="reference",
-        metadata={"help": "Defaults for the method fields: reference | paper | clean (docs/method.md, Presets)."},
+        metadata={
+            "help": "Defaults for the method fields: reference | paper | clean | finetune (docs/method.md, Presets; "
+            "finetune: for an already-trained sentence encoder, see docs/quality.md)."
+        },
     )
     temperature: float = field(default=0.05, metadata={"help": "Text InfoNCE temperature tau."})
     temperature_vl: float = field(default=0.05, metadata={"help": "Text-to-image grounding temperature tau_vl."})
@@ -152,23 +205,30 @@ class LossSettings:
         default=False,
         metadata={"help": "Add KDMCSE's grounding term against CLIP caption features (needs caption_features)."},
     )
-    cma_space: str = field(
-        default="mlp_vs_clip",
-        metadata={
-            "help": "Student text-to-image distribution: mlp_vs_clip (reference; needs student width == image width) or grounding."
-        },
+    cma_space: str | None = field(
+        default=None,
+        metadata=preset_help(
+            "cma_space",
+            "Student text-to-image distribution: mlp_vs_clip (reference; needs student width == image width) or "
+            "grounding.",
+        ),
     )
-    teacher_t2t: str = field(
-        default="mix_features",
-        metadata={
-            "help": "Teacher text-text target: mix_features (reference) or mix_similarities (teachers of any width)."
-        },
+    teacher_t2t: str | None = field(
+        default=None,
+        metadata=preset_help(
+            "teacher_t2t",
+            "Teacher text-text target: mix_features (reference) or mix_similarities (teachers of any width).",
+        ),
     )
     kl_margin: bool | None = field(
         default=None, metadata=preset_help("kl_margin", "Apply the angular margin to the KL student logits.")
     )
-    kl_student_temp: float = field(default=0.45, metadata={"help": "tau_s, applied on top of 1/temperature."})
-    kl_teacher_temp: float = field(default=0.5, metadata={"help": "tau_t of the teacher distributions."})
+    kl_student_temp: float | None = field(
+        default=None, metadata=preset_help("kl_student_temp", "tau_s, applied on top of 1/temperature.")
+    )
+    kl_teacher_temp: float | None = field(
+        default=None, metadata=preset_help("kl_teacher_temp", "tau_t of the teacher distributions (on cosines).")
+    )
     kl_student_temp_total: float | None = field(
         default=None,
         metadata={
@@ -201,6 +261,21 @@ class LossSettings:
     mask_same_image_negatives: bool = field(
         default=True,
         metadata={"help": "Exclude other captions of the same image from the negatives of the cross-modal terms."},
+    )
+    student_head: str | None = field(
+        default=None,
+        metadata=preset_help(
+            "student_head",
+            "What the text losses see: mlp (SimCSE's fresh training-only MLP over the embedding) or none (the "
+            "student's own embedding, for an already-trained encoder).",
+        ),
+    )
+    rank_reduction: str | None = field(
+        default=None,
+        metadata=preset_help(
+            "rank_reduction",
+            "ListMLE over the batch list: sum (reference, ~log(B!) in size) or mean (divided by the list length).",
+        ),
     )
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ from dalr_hf.losses.arc_similarity import pairwise_cosine
 
 __all__ = [
     "RANK_METHODS",
+    "RANK_REDUCTIONS",
     "REFERENCE_LISTMLE_EPS",
     "RankDistillationLoss",
     "listmle",
@@ -18,6 +19,9 @@ __all__ = [
 ]
 
 RANK_METHODS = ("listmle", "listnet")
+#: "sum": ListMLE summed over the list positions (the reference; about log(B!) in size, ~205 at B=64);
+#: "mean": divided by the list length, so the term is on InfoNCE's scale (about log B) whatever the batch size.
+RANK_REDUCTIONS = ("sum", "mean")
 #: The constant the reference (RankCSE/allRank) adds inside the log of its ListMLE.
 REFERENCE_LISTMLE_EPS = 1e-7
 
@@ -99,10 +103,13 @@ def listnet(student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
 class RankDistillationLoss(nn.Module):
     """L_rank = γ · ListMLE(T, R) (or ListNet) on the student logits T and the teacher scores R."""
 
-    def __init__(self, method: str = "listmle", exact: bool = True, gamma: float = 1.0) -> None:
+    def __init__(self, method: str = "listmle", exact: bool = True, gamma: float = 1.0, reduction: str = "sum") -> None:
         super().__init__()
         if method not in RANK_METHODS:
             raise ValueError(f"unknown rank distillation method {method!r}; expected one of {RANK_METHODS}")
+        if reduction not in RANK_REDUCTIONS:
+            raise ValueError(f"unknown rank reduction {reduction!r}; expected one of {RANK_REDUCTIONS}")
+        self.reduction = reduction
         self.method = method
         self.exact = bool(exact)
         self.gamma = float(gamma)
@@ -112,9 +119,11 @@ class RankDistillationLoss(nn.Module):
     ) -> Tensor:
         if self.method == "listmle":
             loss = listmle(student_logits, teacher_scores, exact=self.exact, generator=generator)
+            if self.reduction == "mean":
+                loss = loss / student_logits.shape[1]
         else:
             loss = listnet(student_logits, teacher_scores)
         return self.gamma * loss
 
     def extra_repr(self) -> str:
-        return f"method={self.method!r}, exact={self.exact}, gamma={self.gamma}"
+        return f"method={self.method!r}, exact={self.exact}, gamma={self.gamma}, reduction={self.reduction!r}"

@@ -5,8 +5,9 @@
     dalr-hf train --config examples/configs/demo_offline.yaml
 
 Every key of the YAML file is a field of ``ScriptArguments`` (below) or of ``DALRTrainingArguments``; command-line
-flags override the file. The run prints STS-B dev Spearman before and after training and leaves a folder that
-``SentenceTransformer(output_dir)`` loads.
+flags override the file. The run leaves a folder that
+``SentenceTransformer(output_dir)`` loads. At the end the student is compared with its base model as shipped
+(``dalr_hf.report``) on the STS test suite, and the comparison goes into ``OUTPUT_DIR/dalr_run_report.json``.
 """
 
 from __future__ import annotations
@@ -30,12 +31,21 @@ from dalr_hf import (
 )
 from dalr_hf.data import paired_feature_dim
 from dalr_hf.demo import build_stand_in_feature_store
+from dalr_hf.losses.dalr import needs_teachers
 from dalr_hf.recipe_config import (
     RecipeError,
     check_recipe_inputs,
     check_recipe_values,
     load_yaml_values,
     required_fields,
+)
+from dalr_hf.report import (
+    STS_TEST_TASKS,
+    build_comparison,
+    format_comparison,
+    load_base_as_shipped,
+    model_settings,
+    sts_test_scores,
 )
 from dalr_hf.run_guard import OutputDirInUse, OutputDirLock, no_space_message, start_run
 from dalr_hf.run_warnings import run_warnings
@@ -100,6 +110,23 @@ class ScriptArguments:
         default=True,
         metadata={
             "help": "Write the DALR model card (README.md) into the export; a card that fails to render only warns."
+        },
+    )
+    sts_test: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, run the STS test suite (STS12-16, STS-B test, SICK-R test) on the base model as "
+            "shipped and on the student, and report per-task deltas; false skips it (the report then says so)."
+        },
+    )
+    sts_test_tasks: list[str] = field(
+        default_factory=lambda: list(STS_TEST_TASKS),
+        metadata={"help": "The STS test sets of the final comparison (default: all 7)."},
+    )
+    sts_test_data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "SentEval 'downstream' folder for the STS test suite (default: the copy shipped with the project)."
         },
     )
     card_datasets: list[str] = field(
@@ -212,9 +239,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> dict:
-    student = build_student(
-        resolve_model_path(script.student_model), pooling=script.student_pooling, max_seq_length=args.max_seq_length
-    )
+    student_path = resolve_model_path(script.student_model)
+    student = build_student(student_path, pooling=script.student_pooling, max_seq_length=args.max_seq_length)
+    multimodal = bool(script.paired_dataset or script.stand_in_captions)
+    if script.teachers and not needs_teachers(args, multimodal):
+        logger.info(
+            "no weighted term reads the teachers (cml_weight=%s, iml_weight=%s%s): they are loaded only to build "
+            "stand-in features, if any, and never run during training",
+            args.cml_weight,
+            args.iml_weight,
+            "" if multimodal else ", text-only run",
+        )
 
     teachers = None
     if script.teachers:
@@ -247,8 +282,10 @@ def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> 
             "image features are a STAND-IN (random projection of teacher caption embeddings), not "
             "features of images; figures from this run measure the pipeline, not DALR's vision side"
         )
+    if teachers is not None and not needs_teachers(args, multimodal):
+        teachers = None
     paired_path = paired  # the feature store folder, whose metadata (CLIP model, stand-in) goes into the model card
-    if script.teacher_cache:
+    if script.teacher_cache and teachers is not None:
         from dalr_hf.features import attach_teacher_cache, load_feature_store
 
         if paired is None:
@@ -271,6 +308,12 @@ def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> 
 
     evaluator = SentEvalEvaluator(tasks=tuple(script.eval_tasks), data_dir=script.eval_data_dir)
     before = evaluator(student)
+    # The base as its users load it (own pooling and max length): what the trained student is compared with.
+    base = load_base_as_shipped(student_path, device=str(student.device))
+    base_settings = model_settings(base)
+    base_dev = evaluator(base)
+    base_test = sts_test_scores(base, script.sts_test_tasks, script.sts_test_data_dir) if script.sts_test else None
+    del base
     train_dataset = build_train_dataset(script.text_corpus, paired, args)
     loss = DALRLoss.from_training_args(
         student,
@@ -286,7 +329,23 @@ def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> 
     after = evaluator(trainer.model)
 
     metric = evaluator.primary_metric
+    student_settings = model_settings(trainer.model)
+    start_settings = {"pooling": model_settings(student)["pooling"], "max_seq_length": args.max_seq_length}
+    repooled = start_settings != {k: base_settings[k] for k in start_settings}
+    comparison = build_comparison(
+        base_model=script.student_model,
+        base_settings=base_settings,
+        student_settings=student_settings,
+        dev_base=base_dev[metric],
+        dev_student=after[metric],
+        repooled_start={**start_settings, "dev": float(before[metric])} if repooled else None,
+        test_base=base_test,
+        test_student=(
+            sts_test_scores(trainer.model, script.sts_test_tasks, script.sts_test_data_dir) if script.sts_test else None
+        ),
+    )
     report = {
+        "comparison": comparison,
         "metric": metric,
         "before": before[metric],
         "after": after[metric],
@@ -294,14 +353,14 @@ def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> 
         "schedule": trainer.schedule.summary(),
         "truncation": trainer.truncation_report(),
         "output_dir": args.output_dir,
-        "warnings": run_warnings(
-            metric, before[metric], after[metric], trainer.state.log_history, bool(args.greater_is_better)
-        ),
+        # a student below its base as shipped is said first, then the run's own alarms (collapse, divergence)
+        "warnings": ([] if comparison["improved"] else [comparison["verdict"]])
+        + run_warnings(metric, before[metric], after[metric], trainer.state.log_history, bool(args.greater_is_better)),
     }
     if trainer.is_world_process_zero():
         with open(os.path.join(args.output_dir, "dalr_run_report.json"), "w") as f:
             json.dump(report, f, indent=2)
-        print(f"\nSTS-B dev Spearman x100 ({metric}): before {before[metric]:.2f} -> after {after[metric]:.2f}")
+        print("\n" + format_comparison(comparison))
         print(f"saved student: {args.output_dir}  (load with SentenceTransformer({args.output_dir!r}))")
         for warning in report["warnings"]:
             logger.warning(warning)
@@ -320,7 +379,9 @@ def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> 
                     "paired_dataset": paired_path,
                     "captions_file": script.stand_in_captions,
                     "base_model_id": script.card_base_model,
-                    "run_report": {k: report[k] for k in ("metric", "before", "after", "best_checkpoint", "warnings")},
+                    "run_report": {
+                        k: report[k] for k in ("metric", "before", "after", "best_checkpoint", "comparison", "warnings")
+                    },
                     "hub_datasets": script.card_datasets or None,
                 },
                 push_to_hub=push,
