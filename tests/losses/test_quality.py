@@ -27,27 +27,26 @@ CAPTIONS = [
 ]
 
 
+def _loss(student, args, image_feature_dim=None, teachers=None) -> DALRLoss:
+    return DALRLoss.from_training_args(student, args, teachers, image_feature_dim=image_feature_dim)
+
+
 def _args(tmp_path, **overrides) -> DALRTrainingArguments:
     values = dict(output_dir=str(tmp_path / "out"), report_to="none", per_device_train_batch_size=6)
     values.update(overrides)
     return DALRTrainingArguments(**values)
 
 
-class CountingTeachers:
-    """Wraps a real TeacherEnsemble and counts its forward calls."""
+class CountingTeachers(TeacherEnsemble):
+    """A real TeacherEnsemble that counts its forward calls."""
 
     def __init__(self, ensemble: TeacherEnsemble) -> None:
-        self.ensemble = ensemble
+        self.__dict__.update(ensemble.__dict__)
         self.calls = 0
-        self.weights = ensemble.weights
-        self.teachers = ensemble.teachers
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
-        return self.ensemble(*args, **kwargs)
-
-    def check_token_mixing(self, hidden: int) -> None:
-        self.ensemble.check_token_mixing(hidden)
+        return super().__call__(*args, **kwargs)
 
 
 def _paired_batch(student) -> dict:
@@ -74,7 +73,7 @@ def test_mcse_configuration_runs_no_teacher_and_computes_only_its_terms(tmp_path
     assert not needs_teachers(args)
     student = build_student(tiny_bert_dir)
     # No teachers at all: accepted, because no weighted term reads them.
-    loss = DALRLoss(student, args, image_feature_dim=DIM, teachers=None)
+    loss = _loss(student, args, image_feature_dim=DIM, teachers=None)
     assert loss.active_terms == {"L_info", "L_ground"}
     assert loss.consistency is None and loss.cma is None and loss.rank is None and loss.ima is None
     terms = loss(_paired_batch(student))
@@ -85,7 +84,7 @@ def test_mcse_configuration_runs_no_teacher_and_computes_only_its_terms(tmp_path
 def test_teachers_run_only_when_a_teacher_term_has_weight(tmp_path, tiny_bert_dir, counting_teachers):
     student = build_student(tiny_bert_dir)
     batch = _paired_batch(student)
-    no_teacher_terms = DALRLoss(
+    no_teacher_terms = _loss(
         student,
         _args(tmp_path, preset="finetune", iml_weight=0.0, cml_weight=0.1, cons_weight=1.0),
         image_feature_dim=DIM,
@@ -96,11 +95,11 @@ def test_teachers_run_only_when_a_teacher_term_has_weight(tmp_path, tiny_bert_di
     assert counting_teachers.calls == 1
     counting_teachers.calls = 0
     args = _args(tmp_path, preset="finetune", cml_weight=0.0, iml_weight=0.0, ground_weight=0.0)
-    loss = DALRLoss(student, args, image_feature_dim=DIM, teachers=counting_teachers)
+    loss = _loss(student, args, image_feature_dim=DIM, teachers=counting_teachers)
     assert loss.active_terms == {"L_info"} and loss.grounding is None
     assert set(loss(batch)) == {"L_info"}
     assert counting_teachers.calls == 0
-    full = DALRLoss(student, _args(tmp_path, preset="finetune"), image_feature_dim=DIM, teachers=counting_teachers)
+    full = _loss(student, _args(tmp_path, preset="finetune"), image_feature_dim=DIM, teachers=counting_teachers)
     terms = full(batch)
     assert counting_teachers.calls == 1
     assert set(terms) == {"L_info", "L_ground", "L_cons", "L_cma", "L_ima", "L_rank"}
@@ -109,7 +108,7 @@ def test_teachers_run_only_when_a_teacher_term_has_weight(tmp_path, tiny_bert_di
 def test_a_teacher_term_without_teachers_is_refused(tmp_path, tiny_bert_dir):
     student = build_student(tiny_bert_dir)
     with pytest.raises(ValueError, match="needs teachers.*cml_weight and iml_weight to 0"):
-        DALRLoss(student, _args(tmp_path, preset="finetune", cml_weight=0.0), image_feature_dim=DIM)
+        _loss(student, _args(tmp_path, preset="finetune", cml_weight=0.0), image_feature_dim=DIM)
 
 
 def test_reference_roll5_keeps_same_image_mismatches_when_masking_is_off():
@@ -136,10 +135,10 @@ def test_dalr_loss_passes_the_masking_flag_to_the_consistency_term(tmp_path, tin
     student = build_student(tiny_bert_dir)
     off = _args(tmp_path, preset="reference", mask_same_image_negatives=False, use_g2l=False, cma_space="grounding")
     assert (
-        DALRLoss(student, off, image_feature_dim=DIM, teachers=counting_teachers).consistency.drop_same_image is False
+        _loss(student, off, image_feature_dim=DIM, teachers=counting_teachers).consistency.drop_same_image is False
     )
     on = _args(tmp_path, preset="reference", use_g2l=False, cma_space="grounding")
-    assert DALRLoss(student, on, image_feature_dim=DIM, teachers=counting_teachers).consistency.drop_same_image is True
+    assert _loss(student, on, image_feature_dim=DIM, teachers=counting_teachers).consistency.drop_same_image is True
 
 
 def test_rank_mean_reduction_divides_by_the_list_length():
@@ -162,7 +161,7 @@ def test_finetune_preset_trains_the_students_own_embedding(tmp_path, tiny_bert_d
         "grounding",
     )
     assert args.kl_teacher_temp == 0.05 and args.kl_student_temp * args.temperature == pytest.approx(0.05)
-    loss = DALRLoss(student, args)
+    loss = _loss(student, args)
     assert loss.mlp is None
     batch = _paired_batch(student)
     batch["paired"] = torch.tensor(False)
@@ -174,4 +173,4 @@ def test_finetune_preset_trains_the_students_own_embedding(tmp_path, tiny_bert_d
     )
     assert loss(batch)["L_info"].item() == pytest.approx(expected.item(), rel=1e-5)
     # the reference keeps the MLP head
-    assert DALRLoss(student, _args(tmp_path, preset="reference")).mlp is not None
+    assert _loss(student, _args(tmp_path, preset="reference")).mlp is not None
