@@ -1,4 +1,4 @@
-"""Corpora, the two-source batch schedule of method.md §2, and the collator.
+"""Corpora, the two-source batch schedule of docs/method.md#two-source-schedule, and the collator.
 
 * Text-only corpus: one sentence per line (a ``.txt`` file) or a ``datasets`` dataset with a ``text`` column.
 * Image-caption pairs: a ``datasets`` dataset (usually a feature store written by :mod:`dalr_hf.features`) with the
@@ -203,7 +203,7 @@ def cached_teacher_columns(ds) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The two-source schedule (method.md §2)
+# The two-source schedule (docs/method.md#two-source-schedule)
 # ---------------------------------------------------------------------------------------------------------------------
 @dataclass
 class TwoSourceSchedule:

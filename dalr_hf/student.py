@@ -38,8 +38,8 @@ def build_student(
     if revision is not None:
         kwargs["revision"] = revision
     try:
-        # BERT's NSP pooler is never used by DALR (method.md §0): without it no parameter sits idle in the optimizer
-        # or under DDP, and the saved folder holds exactly what is evaluated.
+        # BERT's NSP pooler is never used by DALR (docs/method.md#notation): without it no parameter sits idle in the
+        # optimizer or under DDP, and the saved folder holds exactly what is evaluated.
         transformer = Transformer(
             model_name_or_path, max_seq_length=max_seq_length, model_kwargs={"add_pooling_layer": False, **kwargs}
         )

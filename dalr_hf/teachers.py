@@ -3,7 +3,7 @@
 A teacher encodes raw text with its *own* tokenizer, so any teacher works with any student: the student and the
 teachers need not share a vocabulary or a width. Teachers are deliberately not ``nn.Module`` attributes of anything
 the Trainer sees: they are never in the optimizer, never saved, never wrapped in DDP, and ``Trainer.train()``
-cannot switch them to train mode (method.md P9).
+cannot switch them to train mode (docs/method.md#frozen-teachers-outside-the-model).
 """
 
 from __future__ import annotations
@@ -253,7 +253,8 @@ class TeacherEnsemble:
         return len(self.teachers)
 
     def check_token_mixing(self, student_width: int) -> None:
-        """g2l mixes the teachers' token states and dots them with the student's MLP output (method.md §1.6, P30)."""
+        """g2l mixes the teachers' token states and dots them with the student's MLP output
+        (docs/method.md#global-to-local-l_g2l, docs/method.md#coupled-widths)."""
         widths = {t.name: t.hidden_size for t in self.teachers}
         if len(set(widths.values())) != 1 or student_width not in widths.values():
             raise ValueError(

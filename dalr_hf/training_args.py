@@ -26,7 +26,7 @@ class DALRTrainingArguments(SentenceTransformerTrainingArguments, LossSettings):
     Trainer, the data pipeline and LoRA need.
     """
 
-    # ---- reference optimisation defaults (method.md §3) ----
+    # ---- reference optimisation defaults (docs/method.md#hyper-parameters) ----
     learning_rate: float = field(
         default=2e-5, metadata={"help": "Peak learning rate (reference: 2e-5 Flickr, 1e-5 COCO)."}
     )

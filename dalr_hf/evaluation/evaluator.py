@@ -3,8 +3,9 @@
 ``SentEvalEvaluator()`` scores STS-B dev (Spearman × 100 of cosine similarities) and returns
 ``{"stsb_spearman": ...}``; the trainer reports it as ``eval_stsb_spearman``, so
 ``metric_for_best_model="eval_stsb_spearman"`` with ``load_best_model_at_end=True`` keeps the best checkpoint, as
-the reference keeps the best STS-B-dev model (method.md §5). Only the files of the selected tasks are read (once, at
-construction) and only their sentences are encoded (once per call): STS-B train and test are never touched.
+the reference keeps the best STS-B-dev model (docs/method.md#evaluation-protocol). Only the files of the selected tasks
+are read (once, at construction) and only their sentences are encoded (once per call): STS-B train and test are never
+touched.
 """
 
 from __future__ import annotations

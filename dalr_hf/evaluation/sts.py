@@ -1,4 +1,4 @@
-"""STS12–16, STS-B and SICK-R as in SimCSE's SentEval protocol (method.md §5).
+"""STS12–16, STS-B and SICK-R as in SimCSE's SentEval protocol (docs/method.md#evaluation-protocol).
 
 Similarity is the cosine of the two sentence embeddings; the metric is Spearman's ρ × 100 against the gold scores.
 STS12–16 use the ``"all"`` aggregation by default (all subsets of a year pooled into one correlation,

@@ -1,8 +1,8 @@
 """Import of KDMCSE/DALR precomputed CLIP feature files (``flickr30k_ViT_L14.json``, ``train_coco_ViT_L14.json``).
 
 The file maps an image key to ``{"image": file name, "image_feat": [D], "captions": [~5 str], "lang_feat": [~5 x D]}``
-(method.md §2). It is turned into a feature store with one row per caption: ``image_features = image_feat`` and
-``caption_features = lang_feat[k]``.
+(docs/method.md#two-source-schedule). It is turned into a feature store with one row per caption: ``image_features =
+image_feat`` and ``caption_features = lang_feat[k]``.
 
 These files are hundreds of MB of JSON numbers; ``json.load`` would hold every value as a Python float (~10x the
 file size in RAM). The reader here decodes one image entry at a time from a rolling text buffer

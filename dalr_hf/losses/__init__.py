@@ -1,6 +1,6 @@
 """The DALR objective: the composite :class:`DALRLoss`, its presets and settings, and one module per term.
 
-Each term is a thin ``nn.Module`` over a plain-tensor function holding its math (see ``docs/method.md``, Loss
+Each term is a thin ``nn.Module`` over a plain-tensor function holding its math (see ``docs/method.md#terms``, Loss
 terms). Helpers used by the terms (finiteness checks, mismatch sampling, teacher distributions, ...) stay in their
 submodules.
 """

@@ -1,4 +1,4 @@
-"""Angular-margin similarity ("ArcSim", KDMCSE), method.md §1.0.
+"""Angular-margin similarity ("ArcSim", KDMCSE), docs/method.md#angular-margin-similarity-arcsim.
 
 Off-diagonal pairs whose angle exceeds the margin get their angle reduced by the (possibly per-entry) margin, which
 raises their logit and turns them into harder negatives; the diagonal (the positive) is never touched.
@@ -152,7 +152,8 @@ def arc_similarity_arccos(x: Tensor, y: Tensor, margin: float, temperature: floa
 
 
 class ArcSimilarity(nn.Module):
-    """Angular-margin similarity logits (method.md §1.0) with a fixed margin and temperature."""
+    """Angular-margin similarity logits (docs/method.md#angular-margin-similarity-arcsim) with a fixed margin and
+    temperature."""
 
     def __init__(self, margin: float = 0.18, temperature: float = 0.05) -> None:
         super().__init__()

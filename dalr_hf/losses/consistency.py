@@ -1,4 +1,5 @@
-"""L_cons: cross-modal consistency (matched vs mismatched text–image pairs), method.md §1.3."""
+"""L_cons: cross-modal consistency (matched vs mismatched text–image pairs),
+docs/method.md#cross-modal-consistency-l_cons."""
 
 from __future__ import annotations
 
@@ -119,9 +120,9 @@ class ConsistencyLoss(nn.Module):
     """Consistency towers and loss: a = f_t(z^(1)), b = f_v(c), L = consistency_loss(a, b, mismatch).
 
     Each tower runs once per batch and the image outputs are indexed by the mismatch: train-mode BatchNorm gives the
-    same outputs, permuted, for a permuted batch, so this equals the reference's second call on (z, c̃) (P19).
-    A batch of one cannot go through train-mode BatchNorm: it yields a zero loss that still touches every
-    parameter, and is counted in ``skipped_batches``.
+    same outputs, permuted, for a permuted batch, so this equals the reference's second call on (z, c̃)
+    (docs/method.md#consistency-towers-run-twice). A batch of one cannot go through train-mode BatchNorm: it yields a
+    zero loss that still touches every parameter, and is counted in ``skipped_batches``.
     """
 
     def __init__(

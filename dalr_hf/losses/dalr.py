@@ -1,4 +1,6 @@
-"""DALRLoss: the composite objective over one batch, as a dict of named, weighted terms (docs/method.md, Totals).
+"""DALRLoss: the composite objective over one batch, as a dict of named, weighted terms.
+
+See docs/method.md#totals-and-effective-weights.
 
 Text-only batch: ``{"L_info"}``. Image-caption batch:
 ``L_info + λ·[c·L_cons + L_CMA (+ L_ground)] + μ·[L_IMA + γ·L_rank + L_g2l]`` (+ ``w_g·L_ground`` when grounding sits
@@ -204,8 +206,8 @@ class DALRLoss(nn.Module):
         if "L_cma" in self.active_terms and args.cma_space == "mlp_vs_clip" and hidden != image_feature_dim:
             raise ValueError(
                 f"cma_space='mlp_vs_clip' compares the student's {hidden}-d MLP output with the {image_feature_dim}-d "
-                "image features directly (docs/method.md); they must have the same width. Use cma_space='grounding' "
-                "or image features of the student's width."
+                "image features directly (docs/method.md#coupled-widths); they must have the same width. Use "
+                "cma_space='grounding' or image features of the student's width."
             )
         if "L_g2l" in self.active_terms and online is not None:
             online.check_token_mixing(hidden)

@@ -1,4 +1,5 @@
-"""L_g2l: in-batch global-to-local contrast between the student's sentence vector and teacher token states, §1.6."""
+"""L_g2l: in-batch global-to-local contrast between the student's sentence vector and teacher token states,
+docs/method.md#global-to-local-l_g2l."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def global_to_local(
         raise ValueError(f"g2l: batch sizes differ, z {tuple(z.shape)} vs token_states {tuple(token_states.shape)}")
     if z.shape[1] != hidden:
         raise ValueError(
-            f"g2l: teacher hidden size {hidden} does not match the student width {z.shape[1]} (method.md P30); "
+            f"g2l: teacher hidden size {hidden} does not match the student width {z.shape[1]} "
+            "(docs/method.md#coupled-widths); "
             "the teachers' token states are dot-multiplied with the student's vector"
         )
     if tuple(token_mask.shape) != (batch, length):
@@ -85,7 +87,8 @@ def global_to_local(
 
 
 class GlobalToLocalLoss(nn.Module):
-    """L_g2l between the student vector z^(1) and the mixed teacher token states (method.md §1.6)."""
+    """L_g2l between the student vector z^(1) and the mixed teacher token states
+    (docs/method.md#global-to-local-l_g2l)."""
 
     def __init__(self, temperature: float = 0.05, norm: str = "token_axis") -> None:
         super().__init__()

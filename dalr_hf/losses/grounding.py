@@ -1,4 +1,4 @@
-"""L_ground: MCSE/KDMCSE text→image grounding contrastive, method.md §1.2."""
+"""L_ground: MCSE/KDMCSE text→image grounding contrastive, docs/method.md#grounding-l_ground."""
 
 from __future__ import annotations
 

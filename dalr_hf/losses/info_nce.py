@@ -1,4 +1,4 @@
-"""L_info: the SimCSE text InfoNCE over the two dropout views, method.md §1.1."""
+"""L_info: the SimCSE text InfoNCE over the two dropout views, docs/method.md#text-infonce-l_info."""
 
 from __future__ import annotations
 

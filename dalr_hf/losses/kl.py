@@ -1,4 +1,5 @@
-"""L_CMA and L_IMA: KL from flat teacher distributions to the student's similarity distributions (§1.4, §1.7)."""
+"""L_CMA and L_IMA: KL from flat teacher distributions to the student's similarity distributions
+(docs/method.md#cross-modal-alignment-l_cma, docs/method.md#intra-modal-alignment-l_ima)."""
 
 from __future__ import annotations
 
@@ -184,7 +185,7 @@ class CrossModalAlignmentLoss(nn.Module):
         if z1.shape[1] != image_features.shape[1]:
             raise ValueError(
                 f"CMA compares the student MLP output (width {z1.shape[1]}) directly with the CLIP image embedding "
-                f"(width {image_features.shape[1]}); these widths must match (method.md P30). Use "
+                f"(width {image_features.shape[1]}); these widths must match (docs/method.md#coupled-widths). Use "
                 "cma_space='grounding' to compare in the learned grounding space instead"
             )
         image_hat = F.normalize(image_features.float(), p=2.0, dim=-1, eps=1e-8)

@@ -4,7 +4,7 @@
 text. ``DALRLoss(model, preset=..., **settings)`` builds one from keyword arguments, and
 :class:`~dalr_hf.training_args.DALRTrainingArguments` inherits the same fields, so they appear (with their help) in
 ``--help`` and YAML recipes without being written twice. A field left at ``None`` takes its value from the preset
-(see ``docs/method.md``, section "Presets"); a value set explicitly wins over the preset.
+(see ``docs/method.md#presets``); a value set explicitly wins over the preset.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 PRESETS: dict[str, dict] = {
-    # The authors' math, with the engineering fixes of docs/method.md that do not change it.
+    # The authors' math, with the engineering fixes of docs/method.md#departures-from-the-authors-code that do not change it.
     "reference": {
         "arc_margin_text": 0.18,
         "arc_margin_ground": 0.18,
@@ -153,12 +153,12 @@ def apply_preset(obj, preset: str) -> None:
 
 @dataclass
 class LossSettings:
-    """Every setting of the DALR objective (after the preset), with its help text. See ``docs/method.md``."""
+    """Every setting of the DALR objective (after the preset), with its help text. See ``docs/method.md#presets``."""
 
     preset: str = field(
         default="reference",
         metadata={
-            "help": "Defaults for the method fields: reference | paper | clean | finetune (docs/method.md, Presets; "
+            "help": "Defaults for the method fields: reference | paper | clean | finetune (docs/method.md#presets; "
             "finetune: for an already-trained sentence encoder, see docs/quality.md)."
         },
     )
@@ -340,7 +340,7 @@ class LossSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def effective_weights(self) -> dict[str, float]:
-        """Weight of each term on a paired batch (docs/method.md, Totals and effective weights)."""
+        """Weight of each term on a paired batch (docs/method.md#totals-and-effective-weights)."""
         return effective_weights(self)
 
 

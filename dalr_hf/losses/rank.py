@@ -1,4 +1,5 @@
-"""L_rank: ListMLE / ListNet rank distillation from the teachers' similarity rankings, method.md §1.5."""
+"""L_rank: ListMLE / ListNet rank distillation from the teachers' similarity rankings,
+docs/method.md#rank-distillation-l_rank."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The two-source schedule reproduces the reference's k-rule where it uses both sources (docs/method.md's table) and
-interleaves evenly where the k-rule would starve the text corpus."""
+"""The two-source schedule reproduces the reference's k-rule where it uses both sources
+(docs/method.md#two-source-schedule) and interleaves evenly where the k-rule would starve the text corpus."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from dalr_hf.data import TwoSourceSchedule
 
-# (N_text, N_pair, B, epochs) -> (n_t, n_p, k, steps/epoch, total steps, paired steps), docs/method.md's table
+# (N_text, N_pair, B, epochs) -> (n_t, n_p, k, steps/epoch, total steps, paired steps)
+# from docs/method.md#two-source-schedule
 TABLE = [
     pytest.param(1_000_000, 148_915, 128, 4, (7813, 1164, 6, 8977, 35_908, 5988), id="flickr-B128"),
     pytest.param(1_000_000, 414_113, 128, 3, (7813, 3236, 2, 11_049, 33_147, 16_575), id="coco-train2014-B128"),

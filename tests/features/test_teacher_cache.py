@@ -54,7 +54,9 @@ def paired(tmp_path_factory) -> Dataset:
 
 def _teacher_losses(embeddings: list[torch.Tensor], weights: list[float], student_logits: torch.Tensor
                     ) -> dict[str, torch.Tensor]:
-    """The teacher-dependent targets of DALR (method.md §1.4, §1.5, §1.7) and the KL a student pays against them."""
+    """The teacher-dependent targets of DALR (docs/method.md#cross-modal-alignment-l_cma,
+    docs/method.md#rank-distillation-l_rank, docs/method.md#intra-modal-alignment-l_ima) and the KL a student pays
+    against them."""
     mixed = F.normalize(sum(w * e for w, e in zip(weights, embeddings)), dim=-1)
     q_t2t = torch.softmax(mixed @ mixed.T / 0.5, dim=-1)
     rank_targets = sum(w * F.cosine_similarity(e[:, None], e[None], dim=-1) / 0.05 for w, e in zip(weights, embeddings))

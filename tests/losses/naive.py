@@ -31,7 +31,7 @@ def cos_matrix(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> list[list
 def arcsim(
     x: torch.Tensor, y: torch.Tensor, margin: float, temperature: float, sim: torch.Tensor | None = None
 ) -> list[list[float]]:
-    """The literal arccos definition of method.md §1.0, entry by entry."""
+    """The literal arccos definition of docs/method.md#angular-margin-similarity-arcsim, entry by entry."""
     cos = cos_matrix(x, y)
     s = to_lists(sim) if sim is not None else None
     out = []

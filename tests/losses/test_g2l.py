@@ -25,8 +25,8 @@ def _naive_normalise(states: torch.Tensor, norm: str) -> list[list[list[float]]]
 
 
 def _naive_g2l(z, states, mask, temperature, norm) -> float:
-    """method.md §1.6 term by term: for every valid token k of sentence i, a softmax over its positive and every
-    valid token of every other sentence."""
+    """docs/method.md#global-to-local-l_g2l term by term: for every valid token k of sentence i, a softmax over its
+    positive and every valid token of every other sentence."""
     m_hat = _naive_normalise(states, norm)
     z_l = z.detach().double().tolist()
     w = mask.bool().tolist()
