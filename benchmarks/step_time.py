@@ -111,8 +111,10 @@ class Setup:
         n = len(cli.teachers)
         poolers = cli.teacher_poolers or ["mean"] * n
         self.teachers = TeacherEnsemble.from_configs(
-            [{"name_or_path": resolve_model_path(t), "weight": 1.0 / n, "pooler": p}
-             for t, p in zip(cli.teachers, poolers)],
+            [
+                {"name_or_path": resolve_model_path(t), "weight": 1.0 / n, "pooler": p}
+                for t, p in zip(cli.teachers, poolers)
+            ],
             device=self.device,
             autocast_dtype=self.autocast,
         )
@@ -121,22 +123,33 @@ class Setup:
         if len(self.captions) < cli.batch_size:
             raise SystemExit(f"{CAPTIONS} has only {len(self.captions)} captions; use --batch-size <= that")
         image = stand_in_image_features(self.teachers.teachers[0].encode(self.captions), dim=self.hidden)
-        paired = Dataset.from_dict({"image_id": [f"img{i // 5}" for i in range(len(self.captions))],
-                                    "caption": self.captions, "image_features": image.numpy().tolist()})
+        paired = Dataset.from_dict(
+            {
+                "image_id": [f"img{i // 5}" for i in range(len(self.captions))],
+                "caption": self.captions,
+                "image_features": image.numpy().tolist(),
+            }
+        )
         paired.save_to_disk(os.path.join(workdir, "paired"))
         paired = Dataset.load_from_disk(os.path.join(workdir, "paired"))  # memory-mapped, as in training
-        build_teacher_cache(self.teachers, paired, os.path.join(workdir, "cache"), dtype="float32",
-                            device=self.device, progress=False)
+        build_teacher_cache(
+            self.teachers, paired, os.path.join(workdir, "cache"), dtype="float32", device=self.device, progress=False
+        )
         with_tokens = attach_teacher_cache(paired, os.path.join(workdir, "cache"), self.teachers)
-        without_tokens = attach_teacher_cache(paired, os.path.join(workdir, "cache"), self.teachers,
-                                              token_states=False)
-        self.views = {"online": TwoSourceDataset(paired_dataset=paired),
-                      "cached": TwoSourceDataset(paired_dataset=with_tokens),
-                      "cached-emb": TwoSourceDataset(paired_dataset=without_tokens),
-                      "text": TwoSourceDataset(text_dataset=Dataset.from_dict({"text": self.captions}))}
+        without_tokens = attach_teacher_cache(paired, os.path.join(workdir, "cache"), self.teachers, token_states=False)
+        self.views = {
+            "online": TwoSourceDataset(paired_dataset=paired),
+            "cached": TwoSourceDataset(paired_dataset=with_tokens),
+            "cached-emb": TwoSourceDataset(paired_dataset=without_tokens),
+            "text": TwoSourceDataset(text_dataset=Dataset.from_dict({"text": self.captions})),
+        }
         self.rows = list(range(len(self.captions)))
-        self.args = DALRTrainingArguments(output_dir=os.path.join(workdir, "out"), preset="reference",
-                                          report_to="none", use_cpu=self.device.type == "cpu")
+        self.args = DALRTrainingArguments(
+            output_dir=os.path.join(workdir, "out"),
+            preset="reference",
+            report_to="none",
+            use_cpu=self.device.type == "cpu",
+        )
 
 
 class Row:
@@ -166,8 +179,9 @@ class Row:
         ).to(setup.device)
         self.optimizer = torch.optim.AdamW([p for p in self.loss.parameters() if p.requires_grad], lr=1e-5, eps=1e-6)
         self.collator = DALRDataCollator(self.model.tokenizer, max_seq_length=MAX_SEQ_LENGTH)
-        self.view = setup.views[{"simcse": "text", "dalr-online": "online", "dalr-cached-emb": "cached-emb",
-                                 "dalr-cached": "cached"}[key]]
+        self.view = setup.views[
+            {"simcse": "text", "dalr-online": "online", "dalr-cached-emb": "cached-emb", "dalr-cached": "cached"}[key]
+        ]
 
     def _init_st(self) -> None:
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -178,11 +192,16 @@ class Row:
         data = Dataset.from_dict({"anchor": setup.captions, "positive": setup.captions})
         st_args = SentenceTransformerTrainingArguments(
             output_dir=os.path.join(os.path.dirname(setup.args.output_dir), "st"),
-            per_device_train_batch_size=len(setup.captions), learning_rate=1e-5, adam_epsilon=1e-6,
-            report_to="none", use_cpu=setup.device.type == "cpu", bf16=setup.autocast is not None,
+            per_device_train_batch_size=len(setup.captions),
+            learning_rate=1e-5,
+            adam_epsilon=1e-6,
+            report_to="none",
+            use_cpu=setup.device.type == "cpu",
+            bf16=setup.autocast is not None,
         )
-        self.trainer = SentenceTransformerTrainer(model=self.model, args=st_args, train_dataset=data,
-                                                  loss=MultipleNegativesRankingLoss(self.model))
+        self.trainer = SentenceTransformerTrainer(
+            model=self.model, args=st_args, train_dataset=data, loss=MultipleNegativesRankingLoss(self.model)
+        )
         self.optimizer = self.trainer.create_optimizer()
         self.trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train()'s loop, which is not used here
         self.st_rows = [data[i] for i in range(len(data))]
@@ -233,7 +252,7 @@ def timed_rounds(rows: list[Row], steps: int, warmup: int, device: torch.device)
         if device.type == "cuda":
             row.peak = torch.cuda.max_memory_allocated() - base
     for i in range(steps):
-        order = rows[i % len(rows):] + rows[: i % len(rows)]
+        order = rows[i % len(rows) :] + rows[: i % len(rows)]
         for row in order:
             start, cpu_start = time.perf_counter(), time.process_time()
             row.step()
@@ -250,18 +269,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                        help="bf16: autocast the student (and teachers); loss math stays float32")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="bf16: autocast the student (and teachers); loss math stays float32",
+    )
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: CPU time then measures the row's own cost)")
-    parser.add_argument("--clock", default="cpu", choices=("cpu", "wall"),
-                        help="CPU: process CPU time (default; robust on a shared machine) or wall-clock time; "
-                             "CUDA always uses wall-clock time")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: CPU time then measures the row's own cost)"
+    )
+    parser.add_argument(
+        "--clock",
+        default="cpu",
+        choices=("cpu", "wall"),
+        help="CPU: process CPU time (default; robust on a shared machine) or wall-clock time; "
+        "CUDA always uses wall-clock time",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the per-row peak memory subprocesses (CPU)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--terms-json", default=None,
-                        help="write each DALR row's loss terms (one forward without dropout) to this JSON file")
+    parser.add_argument(
+        "--terms-json",
+        default=None,
+        help="write each DALR row's loss terms (one forward without dropout) to this JSON file",
+    )
     parser.add_argument("--memory-row", default=None, help=argparse.SUPPRESS)
     cli = parser.parse_args(argv)
     if cli.threads:
@@ -287,8 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     if device.type != "cuda" and not cli.no_memory:
         passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
         for row in rows:
-            out = subprocess.run([sys.executable, os.path.abspath(__file__), *passthrough, "--memory-row", row.key],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), *passthrough, "--memory-row", row.key],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             row.peak = int(out.rsplit("PEAK_RSS_GROWTH", 1)[1].split()[0])
 
     # On a shared CPU, other processes stretch wall-clock times; the process's CPU time (one torch thread) is what
@@ -302,48 +337,88 @@ def main(argv: list[str] | None = None) -> int:
         if key not in series or against not in series:
             return None
         return statistics.median(a / b for a, b in zip(series[key], series[against]))
-    print(f"\nstudent {cli.student}, {len(cli.teachers)} teacher(s), B={cli.batch_size}, max length "
-          f"{MAX_SEQ_LENGTH}, device {device}, {cli.precision}, {torch.get_num_threads()} thread(s); "
-          f"{cli.steps} interleaved steps per row after {cli.warmup} warm-up steps; image features: STAND-IN")
-    print(f"step time: {'process CPU time' if clock == 'cpu' else 'wall-clock time'}; ratios: median over rounds "
-          "of the ratio within a round")
-    print(f"| {'row':37} | median step (s) | median wall (s) | × our SimCSE | × ST SimCSE | peak mem (MiB) | "
-          "mem × our SimCSE |")
-    print(f"|{'-' * 39}|-----------------|-----------------|--------------|-------------|----------------|"
-          "------------------|")
+
+    print(
+        f"\nstudent {cli.student}, {len(cli.teachers)} teacher(s), B={cli.batch_size}, max length "
+        f"{MAX_SEQ_LENGTH}, device {device}, {cli.precision}, {torch.get_num_threads()} thread(s); "
+        f"{cli.steps} interleaved steps per row after {cli.warmup} warm-up steps; image features: STAND-IN"
+    )
+    print(
+        f"step time: {'process CPU time' if clock == 'cpu' else 'wall-clock time'}; ratios: median over rounds "
+        "of the ratio within a round"
+    )
+    print(
+        f"| {'row':37} | median step (s) | median wall (s) | × our SimCSE | × ST SimCSE | peak mem (MiB) | "
+        "mem × our SimCSE |"
+    )
+    print(
+        f"|{'-' * 39}|-----------------|-----------------|--------------|-------------|----------------|"
+        "------------------|"
+    )
 
     def fmt(value):
         return f"{value:.3f}" if value is not None else "-"
 
     for row in rows:
-        mem = peaks[row.key] / peaks["simcse"] if peaks.get("simcse") and (device.type == "cuda" or not cli.no_memory) \
+        mem = (
+            peaks[row.key] / peaks["simcse"]
+            if peaks.get("simcse") and (device.type == "cuda" or not cli.no_memory)
             else None
-        print(f"| {row.name:37} | {medians[row.key]:15.3f} | {statistics.median(row.times):15.3f} | "
-              f"{fmt(round_ratio(row.key, 'simcse')):>12} | {fmt(round_ratio(row.key, 'st-simcse')):>11} | "
-              f"{peaks[row.key] / 2**20:14.1f} | {fmt(mem):>16} |")
+        )
+        print(
+            f"| {row.name:37} | {medians[row.key]:15.3f} | {statistics.median(row.times):15.3f} | "
+            f"{fmt(round_ratio(row.key, 'simcse')):>12} | {fmt(round_ratio(row.key, 'st-simcse')):>11} | "
+            f"{peaks[row.key] / 2**20:14.1f} | {fmt(mem):>16} |"
+        )
     verdicts = []
     for key, against, limit in TARGETS:
         if key in medians and against in medians:
             value = round_ratio(key, against)
             verdicts.append({"row": key, "against": against, "ratio": value, "target": limit, "met": value <= limit})
-            print(f"target {ROWS[key]} <= {limit} × {ROWS[against]}: {value:.3f} "
-                  f"({'met' if value <= limit else 'MISSED'})")
+            print(
+                f"target {ROWS[key]} <= {limit} × {ROWS[against]}: {value:.3f} "
+                f"({'met' if value <= limit else 'MISSED'})"
+            )
     if peaks.get("simcse") and (device.type == "cuda" or not cli.no_memory):
         for key in ("dalr-online", "dalr-cached-emb", "dalr-cached"):
             if key in peaks:
                 value = peaks[key] / peaks["simcse"]
-                verdicts.append({"row": key, "against": "simcse", "memory_ratio": value, "target": MEMORY_TARGET,
-                                 "met": value <= MEMORY_TARGET})
-                print(f"memory {ROWS[key]} <= {MEMORY_TARGET} × our SimCSE: {value:.3f} "
-                      f"({'met' if value <= MEMORY_TARGET else 'MISSED'})")
+                verdicts.append(
+                    {
+                        "row": key,
+                        "against": "simcse",
+                        "memory_ratio": value,
+                        "target": MEMORY_TARGET,
+                        "met": value <= MEMORY_TARGET,
+                    }
+                )
+                print(
+                    f"memory {ROWS[key]} <= {MEMORY_TARGET} × our SimCSE: {value:.3f} "
+                    f"({'met' if value <= MEMORY_TARGET else 'MISSED'})"
+                )
     if cli.json:
         with open(cli.json, "w", encoding="utf-8") as f:
-            json.dump({"config": vars(cli), "threads": torch.get_num_threads(),
-                       "clock": clock,
-                       "rows": {row.key: {"name": row.name, "times_s": row.times, "cpu_times_s": row.cpu_times,
-                                          "median_s": medians[row.key], "peak_bytes": peaks[row.key],
-                                          "ratio_to_simcse": round_ratio(row.key, "simcse")} for row in rows},
-                       "targets": verdicts}, f, indent=2)
+            json.dump(
+                {
+                    "config": vars(cli),
+                    "threads": torch.get_num_threads(),
+                    "clock": clock,
+                    "rows": {
+                        row.key: {
+                            "name": row.name,
+                            "times_s": row.times,
+                            "cpu_times_s": row.cpu_times,
+                            "median_s": medians[row.key],
+                            "peak_bytes": peaks[row.key],
+                            "ratio_to_simcse": round_ratio(row.key, "simcse"),
+                        }
+                        for row in rows
+                    },
+                    "targets": verdicts,
+                },
+                f,
+                indent=2,
+            )
     if cli.terms_json:
         bad = {k: [n for n, v in t.items() if not math.isfinite(v)] for k, t in terms.items()}
         with open(cli.terms_json, "w", encoding="utf-8") as f:

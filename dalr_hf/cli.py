@@ -49,8 +49,13 @@ def user_errors(func: Callable[[argparse.Namespace], int | None]) -> Callable[[a
     return wrapper
 
 
-def run_group(prog: str, description: str, register: Callable[[argparse._SubParsersAction], None],
-              argv: Sequence[str] | None, log_info: bool = True) -> int:
+def run_group(
+    prog: str,
+    description: str,
+    register: Callable[[argparse._SubParsersAction], None],
+    argv: Sequence[str] | None,
+    log_info: bool = True,
+) -> int:
     """The ``python -m dalr_hf.<group>.cli`` entry point: the subcommands ``register`` adds, parsed from ``argv``;
     ``log_info`` shows the library's INFO messages."""
     parser = argparse.ArgumentParser(prog=prog, description=description)

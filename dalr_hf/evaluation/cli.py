@@ -146,8 +146,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # command-line values handed on unchanged, as keyword arguments of the same names
 EVALUATE_OPTIONS = ("tasks", "data_dir", "batch_size", "aggregation", "transfer_mode", "seed", "mrpc_features")
 MTEB_OPTIONS = (
-    "output_dir", "model_name", "revision", "data_dir", "batch_size", "base_model",
-    "benchmark", "license", "reference", "citation", "public_training_code",
+    "output_dir",
+    "model_name",
+    "revision",
+    "data_dir",
+    "batch_size",
+    "base_model",
+    "benchmark",
+    "license",
+    "reference",
+    "citation",
+    "public_training_code",
 )
 
 

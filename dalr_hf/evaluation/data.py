@@ -554,7 +554,12 @@ def _load_sst2(root: Path) -> TransferData:
 def _load_trec(root: Path) -> TransferData:
     files = (("train", "train_5500.label"), ("test", "TREC_10.label"))
     splits, report = _load_labelled_sentences(
-        "TREC", root, root / "TREC", files, "latin-1", _parse_trec,
+        "TREC",
+        root,
+        root / "TREC",
+        files,
+        "latin-1",
+        _parse_trec,
         "expected '<COARSE>:<fine> <question>' with a known coarse label",
     )
     return TransferData("TREC", len(TREC_CLASSES), splits, report)

@@ -136,13 +136,13 @@ def _read_flickr_token(path: Path, empty: _EmptyCaptions) -> list[CaptionedImage
             if empty.keep(caption, f"line {lineno} ({key})"):
                 captions[int(k)] = caption.strip()
     return [
-        CaptionedImage(Path(name).stem, name, tuple(caps[k] for k in sorted(caps)))
-        for name, caps in by_file.items()
+        CaptionedImage(Path(name).stem, name, tuple(caps[k] for k in sorted(caps))) for name, caps in by_file.items()
     ]
 
 
-def _read_karpathy(data: dict, path: Path, splits: Sequence[str] | None, empty: _EmptyCaptions
-                   ) -> tuple[list[CaptionedImage], dict[str, int]]:
+def _read_karpathy(
+    data: dict, path: Path, splits: Sequence[str] | None, empty: _EmptyCaptions
+) -> tuple[list[CaptionedImage], dict[str, int]]:
     images: list[CaptionedImage] = []
     seen: set[str] = set()
     split_counts: dict[str, int] = {}
@@ -201,9 +201,13 @@ def _read_image_list(image_list: str | os.PathLike | Iterable[str]) -> list[str]
     return [str(x).strip() for x in image_list]
 
 
-def read_captions(path: str | os.PathLike, caption_format: str = "auto", split: str | Sequence[str] | None = "train",
-                  image_list: str | os.PathLike | Iterable[str] | None = None,
-                  on_empty_caption: str = "error") -> CaptionIndex:
+def read_captions(
+    path: str | os.PathLike,
+    caption_format: str = "auto",
+    split: str | Sequence[str] | None = "train",
+    image_list: str | os.PathLike | Iterable[str] | None = None,
+    on_empty_caption: str = "error",
+) -> CaptionIndex:
     """Read a Flickr30k or COCO caption file into a :class:`CaptionIndex`.
 
     Args:
@@ -252,8 +256,13 @@ def read_captions(path: str | os.PathLike, caption_format: str = "auto", split: 
         matched = {im.image_id for im in kept} | {Path(im.file_name).name for im in kept}
         unmatched = [w for w in wanted if w not in matched]
         if unmatched:
-            logger.warning("%d of %d entries of the image list match no image of %s (e.g. %s)", len(unmatched),
-                           len(wanted), path, unmatched[:3])
+            logger.warning(
+                "%d of %d entries of the image list match no image of %s (e.g. %s)",
+                len(unmatched),
+                len(wanted),
+                path,
+                unmatched[:3],
+            )
         stats["image_list_unmatched"] = len(unmatched)
         images = kept
     without = [im.image_id for im in images if not im.captions]

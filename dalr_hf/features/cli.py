@@ -18,6 +18,7 @@ from dalr_hf.features.captions import CAPTION_FORMATS, EMPTY_CAPTION_POLICIES
 
 logger = logging.getLogger(__name__)
 
+
 def _replacing(output: str, overwrite: bool, build: Callable[[str, bool], Any]) -> Any:
     """Run ``build(folder, overwrite)``. Replacing an existing folder (``--overwrite``) builds into a temporary
     sibling that takes the folder's place only once it is complete and valid: a bad input leaves the old one intact."""
@@ -38,17 +39,38 @@ def _pretrained(value: str) -> str | None:
 def _run_extract(args: argparse.Namespace) -> int:
     from dalr_hf.features.extract import extract_features
 
-    dataset, metadata = _replacing(args.output, args.overwrite, lambda out, overwrite: extract_features(
-        args.images, args.captions, out, model_name=args.model, pretrained=_pretrained(args.pretrained),
-        caption_format=args.caption_format, split=args.split, image_list=args.image_list,
-        batch_size=args.batch_size, device=args.device, precision=args.precision, normalize=not args.no_normalize,
-        caption_features=not args.no_caption_features, shard_size=args.shard_size, num_workers=args.num_workers,
-        on_missing_image=args.on_missing_image, on_empty_caption=args.on_empty_caption, overwrite=overwrite,
-        progress=not args.no_progress, cache_dir=args.cache_dir, init_seed=args.init_seed,
-    ))
-    print(f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
-          f"image dim {metadata['image_dim']}, caption dim {metadata['caption_dim']}, "
-          f"{metadata['skipped_images']} image(s) skipped")
+    dataset, metadata = _replacing(
+        args.output,
+        args.overwrite,
+        lambda out, overwrite: extract_features(
+            args.images,
+            args.captions,
+            out,
+            model_name=args.model,
+            pretrained=_pretrained(args.pretrained),
+            caption_format=args.caption_format,
+            split=args.split,
+            image_list=args.image_list,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            normalize=not args.no_normalize,
+            caption_features=not args.no_caption_features,
+            shard_size=args.shard_size,
+            num_workers=args.num_workers,
+            on_missing_image=args.on_missing_image,
+            on_empty_caption=args.on_empty_caption,
+            overwrite=overwrite,
+            progress=not args.no_progress,
+            cache_dir=args.cache_dir,
+            init_seed=args.init_seed,
+        ),
+    )
+    print(
+        f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
+        f"image dim {metadata['image_dim']}, caption dim {metadata['caption_dim']}, "
+        f"{metadata['skipped_images']} image(s) skipped"
+    )
     return 0
 
 
@@ -56,13 +78,25 @@ def _run_extract(args: argparse.Namespace) -> int:
 def _run_import(args: argparse.Namespace) -> int:
     from dalr_hf.features.kdmcse import import_kdmcse_json
 
-    _, metadata = _replacing(args.output, args.overwrite, lambda out, overwrite: import_kdmcse_json(
-        args.json, out, model=args.model, pretrained=_pretrained(args.pretrained),
-        normalize=not args.no_normalize, rows_per_shard=args.rows_per_shard, on_empty_caption=args.on_empty_caption,
-        overwrite=overwrite, progress=not args.no_progress,
-    ))
-    print(f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
-          f"dim {metadata['image_dim']} (from {Path(args.json).name})")
+    _, metadata = _replacing(
+        args.output,
+        args.overwrite,
+        lambda out, overwrite: import_kdmcse_json(
+            args.json,
+            out,
+            model=args.model,
+            pretrained=_pretrained(args.pretrained),
+            normalize=not args.no_normalize,
+            rows_per_shard=args.rows_per_shard,
+            on_empty_caption=args.on_empty_caption,
+            overwrite=overwrite,
+            progress=not args.no_progress,
+        ),
+    )
+    print(
+        f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
+        f"dim {metadata['image_dim']} (from {Path(args.json).name})"
+    )
     return 0
 
 
@@ -90,8 +124,9 @@ def _run_cache(args: argparse.Namespace) -> int:
     if args.text_file:
         check_text_file(args.text_file, "--text-file")
     elif not Path(args.dataset).is_dir():
-        raise FileNotFoundError(f"--dataset {args.dataset!r}: no such folder (expected a feature store or a "
-                                "datasets save_to_disk folder)")
+        raise FileNotFoundError(
+            f"--dataset {args.dataset!r}: no such folder (expected a feature store or a datasets save_to_disk folder)"
+        )
     for i, name in enumerate(args.teacher):
         check_model_name(f"--teacher {i + 1}", name)
     n = len(args.teacher)
@@ -104,8 +139,13 @@ def _run_cache(args: argparse.Namespace) -> int:
     from ..student import resolve_model_path
 
     configs = [
-        TeacherConfig(name_or_path=resolve_model_path(name), weight=w, pooler=p or "cls_before_pooler",
-                      max_length=m or 32, revision=r)
+        TeacherConfig(
+            name_or_path=resolve_model_path(name),
+            weight=w,
+            pooler=p or "cls_before_pooler",
+            max_length=m or 32,
+            revision=r,
+        )
         for name, w, p, m, r in zip(args.teacher, weights, poolers, lengths, revisions)
     ]
     ensemble = TeacherEnsemble([Teacher(c, device=args.device, autocast_dtype=autocast) for c in configs])
@@ -120,45 +160,77 @@ def _run_cache(args: argparse.Namespace) -> int:
         with open(args.text_file, encoding="utf-8") as f:
             corpus = [line.rstrip("\r\n") for line in f]
         text_column = args.text_column or "text"
-    _, metadata = _replacing(args.output, args.overwrite, lambda out, overwrite: build_teacher_cache(
-        ensemble, corpus, out, text_column=text_column, dtype=args.dtype, batch_size=args.batch_size,
-        device=args.device, chunk_size=args.chunk_size, overwrite=overwrite, progress=not args.no_progress,
-        token_states=not args.no_token_states,
-    ))
+    _, metadata = _replacing(
+        args.output,
+        args.overwrite,
+        lambda out, overwrite: build_teacher_cache(
+            ensemble,
+            corpus,
+            out,
+            text_column=text_column,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            device=args.device,
+            chunk_size=args.chunk_size,
+            overwrite=overwrite,
+            progress=not args.no_progress,
+            token_states=not args.no_token_states,
+        ),
+    )
     tokens = metadata.get("token_states")
-    stored = (f"; token states {tokens['positions']} x {tokens['hidden_size']} per row" if tokens
-              else "; no token states (the g2l term will need online teachers)")
-    print(f"teacher cache {args.output}: {metadata['num_rows']} rows, columns {metadata['columns']} "
-          f"(dims {metadata['dims']}, {metadata['dtype']}){stored}, corpus sha256 {metadata['corpus_sha256'][:12]}")
+    stored = (
+        f"; token states {tokens['positions']} x {tokens['hidden_size']} per row"
+        if tokens
+        else "; no token states (the g2l term will need online teachers)"
+    )
+    print(
+        f"teacher cache {args.output}: {metadata['num_rows']} rows, columns {metadata['columns']} "
+        f"(dims {metadata['dims']}, {metadata['dtype']}){stored}, corpus sha256 {metadata['corpus_sha256'][:12]}"
+    )
     return 0
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help="Replace a store made with another configuration (only store files are removed).")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace a store made with another configuration (only store files are removed).",
+    )
     parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``extract-features``, ``import-kdmcse`` and ``cache-teachers`` to an argparse subparsers object."""
     p = subparsers.add_parser(
-        "extract-features", help="CLIP image and caption features of an image folder into a feature store.",
+        "extract-features",
+        help="CLIP image and caption features of an image folder into a feature store.",
         description="Extract CLIP (any open_clip model) image and caption features of Flickr30k / COCO images into a "
-                    "resumable feature store (a memory-mapped datasets folder). Rerun the same command to resume.",
+        "resumable feature store (a memory-mapped datasets folder). Rerun the same command to resume.",
     )
     p.add_argument("--images", required=True, help="Folder of the image files.")
-    p.add_argument("--captions", required=True,
-                   help="Caption file: Flickr30k results_20130124.token, Karpathy dataset_*.json or COCO "
-                        "captions_*.json.")
+    p.add_argument(
+        "--captions",
+        required=True,
+        help="Caption file: Flickr30k results_20130124.token, Karpathy dataset_*.json or COCO captions_*.json.",
+    )
     p.add_argument("--output", required=True, help="Folder of the feature store to write.")
     p.add_argument("--caption-format", default="auto", choices=CAPTION_FORMATS, help="Caption file format.")
-    p.add_argument("--split", default="train",
-                   help="Karpathy split(s) to keep, comma separated (e.g. train or train,restval), or 'all'.")
-    p.add_argument("--image-list", default=None,
-                   help="File of image ids or file names (one a line) to keep, e.g. Flickr30k-Entities train.txt.")
+    p.add_argument(
+        "--split",
+        default="train",
+        help="Karpathy split(s) to keep, comma separated (e.g. train or train,restval), or 'all'.",
+    )
+    p.add_argument(
+        "--image-list",
+        default=None,
+        help="File of image ids or file names (one a line) to keep, e.g. Flickr30k-Entities train.txt.",
+    )
     p.add_argument("--model", default="ViT-L-14", help="open_clip model name (ViT-L-14 as in the paper).")
-    p.add_argument("--pretrained", default="openai",
-                   help="open_clip pretrained tag or weights file; 'none' for a random (seeded) model.")
+    p.add_argument(
+        "--pretrained",
+        default="openai",
+        help="open_clip pretrained tag or weights file; 'none' for a random (seeded) model.",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="Images (and captions) per forward pass.")
     p.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="Autocast precision.")
@@ -166,19 +238,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-caption-features", action="store_true", help="Do not store CLIP caption features.")
     p.add_argument("--shard-size", type=int, default=1024, help="Images per shard (unit of resume and of memory).")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images.")
-    p.add_argument("--on-missing-image", default="error", choices=("error", "skip"),
-                   help="A missing or unreadable image: stop with an error, or skip it (logged and counted).")
-    p.add_argument("--on-empty-caption", default="error", choices=EMPTY_CAPTION_POLICIES,
-                   help="An empty caption: stop with an error, or skip it (counted).")
+    p.add_argument(
+        "--on-missing-image",
+        default="error",
+        choices=("error", "skip"),
+        help="A missing or unreadable image: stop with an error, or skip it (logged and counted).",
+    )
+    p.add_argument(
+        "--on-empty-caption",
+        default="error",
+        choices=EMPTY_CAPTION_POLICIES,
+        help="An empty caption: stop with an error, or skip it (counted).",
+    )
     p.add_argument("--cache-dir", default=None, help="open_clip download cache folder.")
     p.add_argument("--init-seed", type=int, default=0, help="Seed of a random model (--pretrained none).")
     _add_common(p)
     p.set_defaults(func=_run_extract)
 
     p = subparsers.add_parser(
-        "import-kdmcse", help="Convert a KDMCSE/DALR JSON feature file into a feature store.",
+        "import-kdmcse",
+        help="Convert a KDMCSE/DALR JSON feature file into a feature store.",
         description="Convert a KDMCSE/DALR JSON feature file (image key -> image, image_feat, captions, lang_feat) "
-                    "into a feature store, one row per caption.",
+        "into a feature store, one row per caption.",
     )
     p.add_argument("--json", required=True, help="The JSON feature file (e.g. flickr30k_ViT_L14.json).")
     p.add_argument("--output", required=True, help="Folder of the feature store to write.")
@@ -186,43 +267,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", default="openai", help="Its pretrained tag (recorded in the metadata).")
     p.add_argument("--no-normalize", action="store_true", help="Keep the features as in the file.")
     p.add_argument("--rows-per-shard", type=int, default=20000, help="Rows written per shard.")
-    p.add_argument("--on-empty-caption", default="error", choices=EMPTY_CAPTION_POLICIES,
-                   help="An empty caption: stop with an error, or skip it (counted).")
+    p.add_argument(
+        "--on-empty-caption",
+        default="error",
+        choices=EMPTY_CAPTION_POLICIES,
+        help="An empty caption: stop with an error, or skip it (counted).",
+    )
     _add_common(p)
     p.set_defaults(func=_run_import)
 
     p = subparsers.add_parser(
-        "cache-teachers", help="Precompute teacher sentence embeddings (and g2l token states) for a corpus.",
+        "cache-teachers",
+        help="Precompute teacher sentence embeddings (and g2l token states) for a corpus.",
         description="Encode every sentence of a corpus with each frozen teacher once and store the embeddings "
-                    "(teacher_emb_0, teacher_emb_1, ...) and the mixed token states the g2l term needs "
-                    "(teacher_tokens, teacher_token_len) with the teachers' fingerprints.",
+        "(teacher_emb_0, teacher_emb_1, ...) and the mixed token states the g2l term needs "
+        "(teacher_tokens, teacher_token_len) with the teachers' fingerprints.",
     )
-    p.add_argument("--teacher", action="append", required=True,
-                   help="Teacher: Hub id, folder or pypi:<package> (as in training); repeat for several teachers "
-                        "(order matters).")
-    p.add_argument("--teacher-weight", nargs="+", type=float, default=None,
-                   help="Teacher weight, once for all or once per teacher (default 1/n each; recorded only).")
-    p.add_argument("--pooler", nargs="+", default=None, choices=("cls_before_pooler", "cls", "mean"),
-                   help="Teacher pooler, one for all or one per teacher (default cls_before_pooler).")
-    p.add_argument("--max-length", nargs="+", type=int, default=None,
-                   help="Teacher max length, one for all or one per teacher (default 32).")
+    p.add_argument(
+        "--teacher",
+        action="append",
+        required=True,
+        help="Teacher: Hub id, folder or pypi:<package> (as in training); repeat for several teachers (order matters).",
+    )
+    p.add_argument(
+        "--teacher-weight",
+        nargs="+",
+        type=float,
+        default=None,
+        help="Teacher weight, once for all or once per teacher (default 1/n each; recorded only).",
+    )
+    p.add_argument(
+        "--pooler",
+        nargs="+",
+        default=None,
+        choices=("cls_before_pooler", "cls", "mean"),
+        help="Teacher pooler, one for all or one per teacher (default cls_before_pooler).",
+    )
+    p.add_argument(
+        "--max-length",
+        nargs="+",
+        type=int,
+        default=None,
+        help="Teacher max length, one for all or one per teacher (default 32).",
+    )
     p.add_argument("--revision", nargs="+", default=None, help="Hub revision, one for all or one per teacher.")
-    p.add_argument("--teacher-precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="Autocast precision of the teacher forward pass.")
+    p.add_argument(
+        "--teacher-precision",
+        default="fp32",
+        choices=("fp32", "bf16", "fp16"),
+        help="Autocast precision of the teacher forward pass.",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="A feature store or any datasets save_to_disk folder.")
     source.add_argument("--text-file", help="A text file, one sentence a line (every line, e.g. wiki1m).")
-    p.add_argument("--text-column", default=None,
-                   help="Column of the sentences (default: caption for --dataset, text for --text-file).")
+    p.add_argument(
+        "--text-column",
+        default=None,
+        help="Column of the sentences (default: caption for --dataset, text for --text-file).",
+    )
     p.add_argument("--output", required=True, help="Folder of the cache to write.")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="Storage dtype.")
     p.add_argument("--batch-size", type=int, default=128, help="Sentences per teacher forward pass.")
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="Sentences per shard (unit of resume and memory); default 16384, or about 256 MiB of "
-                        "float32 token states.")
-    p.add_argument("--no-token-states", action="store_true",
-                   help="Store sentence embeddings only; the g2l term (on in the reference and clean presets) then "
-                        "needs online teachers. Token states need teachers of one width, max length and tokenizer.")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="Sentences per shard (unit of resume and memory); default 16384, or about 256 MiB of "
+        "float32 token states.",
+    )
+    p.add_argument(
+        "--no-token-states",
+        action="store_true",
+        help="Store sentence embeddings only; the g2l term (on in the reference and clean presets) then "
+        "needs online teachers. Token states need teachers of one width, max length and tokenizer.",
+    )
     p.add_argument("--device", default=None, help="Device of the teachers (default: where they were loaded, cpu).")
     _add_common(p)
     p.set_defaults(func=_run_cache)

@@ -67,9 +67,16 @@ class ClipEncoder:
     downloaded). Outputs are float32 whatever ``precision`` the forward pass runs in.
     """
 
-    def __init__(self, model_name: str = "ViT-L-14", pretrained: str | None = "openai", *,
-                 device: str | torch.device | None = None, precision: str = "fp32", cache_dir: str | None = None,
-                 init_seed: int = 0) -> None:
+    def __init__(
+        self,
+        model_name: str = "ViT-L-14",
+        pretrained: str | None = "openai",
+        *,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        cache_dir: str | None = None,
+        init_seed: int = 0,
+    ) -> None:
         import open_clip
 
         if precision not in PRECISIONS:
@@ -83,8 +90,10 @@ class ClipEncoder:
         if self.pretrained is None:
             # open_clip would otherwise fetch base weights for HF-text towers; a random model must stay offline.
             kwargs["pretrained_text"] = False
-        hint = ("Pretrained weights and some tokenizers come from the Hugging Face Hub: download them once online "
-                "(they are cached), or pass a local weights file as `pretrained`.")
+        hint = (
+            "Pretrained weights and some tokenizers come from the Hugging Face Hub: download them once online "
+            "(they are cached), or pass a local weights file as `pretrained`."
+        )
         # the tokenizer first: it fails fast (e.g. a SigLIP tokenizer not cached while offline), the model is slow
         try:
             self.tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
@@ -206,15 +215,32 @@ def _check_finite(features: np.ndarray, names: Sequence[str], what: str) -> None
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
         culprits = [names[i] for i in np.flatnonzero(bad)[:5]]
-        raise ValueError(f"the {what} features of {culprits} contain NaN/Inf (fp16 overflow? try precision='bf16' "
-                         "or 'fp32')")
+        raise ValueError(
+            f"the {what} features of {culprits} contain NaN/Inf (fp16 overflow? try precision='bf16' or 'fp32')"
+        )
 
 
-def _extract_shard(encoder: ClipEncoder, items: Sequence[CaptionedImage], paths: Sequence[Path], *, batch_size: int,
-                   num_workers: int, normalize: bool, caption_features: bool, on_missing_image: str,
-                   image_dim: int, caption_dim: int, bar) -> tuple[dict[str, Any], dict[str, Any]]:
-    loader = torch.utils.data.DataLoader(_ImageFiles(paths, encoder.preprocess), batch_size=batch_size,
-                                         num_workers=num_workers, collate_fn=_as_list, shuffle=False)
+def _extract_shard(
+    encoder: ClipEncoder,
+    items: Sequence[CaptionedImage],
+    paths: Sequence[Path],
+    *,
+    batch_size: int,
+    num_workers: int,
+    normalize: bool,
+    caption_features: bool,
+    on_missing_image: str,
+    image_dim: int,
+    caption_dim: int,
+    bar,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, encoder.preprocess),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_as_list,
+        shuffle=False,
+    )
     kept: list[int] = []
     blocks: list[np.ndarray] = []
     skipped: list[str] = []
@@ -260,15 +286,31 @@ def _extract_shard(encoder: ClipEncoder, items: Sequence[CaptionedImage], paths:
     return columns, {"num_images": len(kept), "skipped_images": skipped}
 
 
-def extract_features(images_dir: str | os.PathLike, captions_file: str | os.PathLike, output_dir: str | os.PathLike,
-                     *, model_name: str = "ViT-L-14", pretrained: str | None = "openai", caption_format: str = "auto",
-                     split: str | Sequence[str] | None = "train",
-                     image_list: str | os.PathLike | Iterable[str] | None = None, batch_size: int = 64,
-                     device: str | torch.device | None = None, precision: str = "fp32", normalize: bool = True,
-                     caption_features: bool = True, shard_size: int = 1024, num_workers: int = 0,
-                     on_missing_image: str = "error", on_empty_caption: str = "error", overwrite: bool = False,
-                     progress: bool = True, cache_dir: str | None = None, init_seed: int = 0,
-                     encoder: ClipEncoder | None = None) -> tuple[Dataset, dict]:
+def extract_features(
+    images_dir: str | os.PathLike,
+    captions_file: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    model_name: str = "ViT-L-14",
+    pretrained: str | None = "openai",
+    caption_format: str = "auto",
+    split: str | Sequence[str] | None = "train",
+    image_list: str | os.PathLike | Iterable[str] | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    normalize: bool = True,
+    caption_features: bool = True,
+    shard_size: int = 1024,
+    num_workers: int = 0,
+    on_missing_image: str = "error",
+    on_empty_caption: str = "error",
+    overwrite: bool = False,
+    progress: bool = True,
+    cache_dir: str | None = None,
+    init_seed: int = 0,
+    encoder: ClipEncoder | None = None,
+) -> tuple[Dataset, dict]:
     """Extract CLIP image and caption features into a feature store at ``output_dir``; return ``(dataset, metadata)``.
 
     One row per (image, caption), every caption of every image. Work is written in shards of ``shard_size`` images
@@ -302,8 +344,9 @@ def extract_features(images_dir: str | os.PathLike, captions_file: str | os.Path
     index: CaptionIndex = read_captions(captions_file, caption_format, split, image_list, on_empty_caption)
     items = index.images
     if encoder is None:
-        encoder = ClipEncoder(model_name, pretrained, device=device, precision=precision, cache_dir=cache_dir,
-                              init_seed=init_seed)
+        encoder = ClipEncoder(
+            model_name, pretrained, device=device, precision=precision, cache_dir=cache_dir, init_seed=init_seed
+        )
     identity = encoder.describe()
     run_config = {
         "kind": "extract_features",
@@ -336,9 +379,17 @@ def extract_features(images_dir: str | os.PathLike, captions_file: str | os.Path
             manifest = writer.completed(shard, key)
             if manifest is None:
                 columns, extra = _extract_shard(
-                    encoder, items[lo:hi], paths[lo:hi], batch_size=batch_size, num_workers=num_workers,
-                    normalize=normalize, caption_features=caption_features, on_missing_image=on_missing_image,
-                    image_dim=image_dim, caption_dim=caption_dim, bar=bar,
+                    encoder,
+                    items[lo:hi],
+                    paths[lo:hi],
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    normalize=normalize,
+                    caption_features=caption_features,
+                    on_missing_image=on_missing_image,
+                    image_dim=image_dim,
+                    caption_dim=caption_dim,
+                    bar=bar,
                 )
                 manifest = writer.write(shard, key, columns, features, extra)
                 computed_images += hi - lo
@@ -346,8 +397,13 @@ def extract_features(images_dir: str | os.PathLike, captions_file: str | os.Path
                 bar.update(hi - lo)
             manifests.append(manifest)
     elapsed = time.perf_counter() - start_time
-    logger.info("feature extraction: reused %d shard(s), computed %d (%d images, %.1f images/s)", writer.reused,
-                writer.written, computed_images, computed_images / elapsed if elapsed > 0 else float("nan"))
+    logger.info(
+        "feature extraction: reused %d shard(s), computed %d (%d images, %.1f images/s)",
+        writer.reused,
+        writer.written,
+        computed_images,
+        computed_images / elapsed if elapsed > 0 else float("nan"),
+    )
 
     skipped = [name for m in manifests for name in m["skipped_images"]]
     if skipped:
@@ -373,8 +429,10 @@ def extract_features(images_dir: str | os.PathLike, captions_file: str | os.Path
         "images_without_captions": index.stats.get("images_without_captions", 0),
         "config_sha256": config_sha256,
         "run_config": run_config,
-        **{k: identity[k] for k in ("precision", "preprocess", "tokenizer", "context_length", "open_clip_version",
-                                    "random_init_seed")},
+        **{
+            k: identity[k]
+            for k in ("precision", "preprocess", "tokenizer", "context_length", "open_clip_version", "random_init_seed")
+        },
     }
     writer.assemble(num_shards, FEATURE_STORE_METADATA, metadata)
     return load_feature_store(output_dir)

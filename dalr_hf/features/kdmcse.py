@@ -60,8 +60,10 @@ class _JsonEntryReader:
             self._eof = False
             opening = self._next_char()
             if opening not in "{[":
-                raise ValueError(f"{str(self.path)!r}: expected a JSON object mapping image keys to entries, got "
-                                 f"{opening!r} at the start")
+                raise ValueError(
+                    f"{str(self.path)!r}: expected a JSON object mapping image keys to entries, got "
+                    f"{opening!r} at the start"
+                )
             closing = "}" if opening == "{" else "]"
             self._pos += 1
             index = 0
@@ -85,8 +87,9 @@ class _JsonEntryReader:
                 if sep == closing:
                     return
                 if sep != ",":
-                    raise ValueError(f"{str(self.path)!r}: expected ',' or {closing!r} after the entry of key {key!r}, "
-                                     f"got {sep!r}")
+                    raise ValueError(
+                        f"{str(self.path)!r}: expected ',' or {closing!r} after the entry of key {key!r}, got {sep!r}"
+                    )
 
     def _fill(self) -> bool:
         chunk = self._file.read(self.chunk_chars)
@@ -128,8 +131,10 @@ def iter_kdmcse_entries(path: str | os.PathLike, chunk_chars: int = 1 << 22) -> 
     """Stream ``(image key, entry)`` pairs of a KDMCSE feature file, reading ``chunk_chars`` characters at a time."""
     for key, value in _JsonEntryReader(Path(path), chunk_chars):
         if not isinstance(value, dict):
-            raise ValueError(f"{str(path)!r}: entry {key!r} is a {type(value).__name__}, expected an object with "
-                             "'image', 'image_feat', 'captions', 'lang_feat'")
+            raise ValueError(
+                f"{str(path)!r}: entry {key!r} is a {type(value).__name__}, expected an object with "
+                "'image', 'image_feat', 'captions', 'lang_feat'"
+            )
         yield key, value
 
 
@@ -151,21 +156,33 @@ def _entry_arrays(key: str, entry: dict, dim: int | None, path: Path) -> tuple[n
     if isinstance(captions, str) or not isinstance(captions, list):
         raise ValueError(f"{where}: 'captions' must be a list of strings, got {type(captions).__name__}")
     if lang.ndim != 2 or lang.shape[0] != len(captions):
-        raise ValueError(f"{where}: 'lang_feat' must hold one D-vector per caption ({len(captions)} captions), "
-                         f"got shape {lang.shape}")
+        raise ValueError(
+            f"{where}: 'lang_feat' must hold one D-vector per caption ({len(captions)} captions), "
+            f"got shape {lang.shape}"
+        )
     expected = dim if dim is not None else image.shape[0]
     if image.shape[0] != expected or lang.shape[1] != expected:
-        raise ValueError(f"{where}: feature dims differ (image_feat {image.shape[0]}, lang_feat {lang.shape[1]}, "
-                         f"expected {expected} as in the first entry)")
+        raise ValueError(
+            f"{where}: feature dims differ (image_feat {image.shape[0]}, lang_feat {lang.shape[1]}, "
+            f"expected {expected} as in the first entry)"
+        )
     if not (np.isfinite(image).all() and np.isfinite(lang).all()):
         raise ValueError(f"{where}: 'image_feat' or 'lang_feat' contains NaN/Inf")
     return image, captions, lang
 
 
-def import_kdmcse_json(json_path: str | os.PathLike, output_dir: str | os.PathLike, *, model: str = "ViT-L-14",
-                       pretrained: str | None = "openai", normalize: bool = True, rows_per_shard: int = 20000,
-                       on_empty_caption: str = "error", overwrite: bool = False, progress: bool = True
-                       ) -> tuple[Dataset, dict]:
+def import_kdmcse_json(
+    json_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    model: str = "ViT-L-14",
+    pretrained: str | None = "openai",
+    normalize: bool = True,
+    rows_per_shard: int = 20000,
+    on_empty_caption: str = "error",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[Dataset, dict]:
     """Convert a KDMCSE/DALR JSON feature file into a feature store; return ``(dataset, metadata)``.
 
     ``model``/``pretrained`` record which CLIP made the file (KDMCSE's are OpenAI CLIP ViT-L/14); its weights
@@ -181,12 +198,18 @@ def import_kdmcse_json(json_path: str | os.PathLike, output_dir: str | os.PathLi
         raise ValueError(f"on_empty_caption must be one of {EMPTY_CAPTION_POLICIES}, got {on_empty_caption!r}")
     if check_output_folder(output_dir, FEATURE_STORE_METADATA, overwrite, "feature store") is not None:
         if not overwrite:
-            raise FileExistsError(f"{str(output_dir)!r} already holds a feature store; pass overwrite=True "
-                                  "(--overwrite) to replace it")
+            raise FileExistsError(
+                f"{str(output_dir)!r} already holds a feature store; pass overwrite=True (--overwrite) to replace it"
+            )
         remove_store_files(output_dir, FEATURE_STORE_METADATA)
     source_sha256 = file_sha256(path)
-    run_config = {"kind": "import_kdmcse", "source_sha256": source_sha256, "normalize": normalize,
-                  "rows_per_shard": rows_per_shard, "on_empty_caption": on_empty_caption}
+    run_config = {
+        "kind": "import_kdmcse",
+        "source_sha256": source_sha256,
+        "normalize": normalize,
+        "rows_per_shard": rows_per_shard,
+        "on_empty_caption": on_empty_caption,
+    }
     # An import is parse-bound and quick to redo, so it always starts afresh rather than resuming.
     writer = ShardedWriter(output_dir, run_config, what="KDMCSE import", resume=False, overwrite=True)
     writer.open()
@@ -233,8 +256,10 @@ def import_kdmcse_json(json_path: str | os.PathLike, output_dir: str | os.PathLi
             for k, caption in enumerate(entry_captions):
                 if not isinstance(caption, str) or not caption.strip():
                     if on_empty_caption == "error":
-                        raise ValueError(f"{str(path)!r} entry {key!r}: caption {k} is empty; pass "
-                                         "on_empty_caption='skip' (--on-empty-caption skip) to drop it with a count")
+                        raise ValueError(
+                            f"{str(path)!r} entry {key!r}: caption {k} is empty; pass "
+                            "on_empty_caption='skip' (--on-empty-caption skip) to drop it with a count"
+                        )
                     empty_skipped += 1
                     continue
                 ids.append(key)

@@ -102,8 +102,10 @@ def quiet_datasets() -> Iterator[None]:
 def _data_files(folder: Path) -> list[str]:
     """The Arrow files of a ``save_to_disk`` folder, as listed in its ``state.json``."""
     if not (folder / "state.json").is_file():
-        raise FileNotFoundError(f"{str(folder)!r} is incomplete: 'state.json' is missing (expected a folder written "
-                                "by datasets' save_to_disk)")
+        raise FileNotFoundError(
+            f"{str(folder)!r} is incomplete: 'state.json' is missing (expected a folder written "
+            "by datasets' save_to_disk)"
+        )
     state = read_json(folder / "state.json", "dataset state file")
     return [entry["filename"] for entry in state.get("_data_files", [])]
 
@@ -123,8 +125,9 @@ def load_dataset_folder(folder: Path, what: str) -> Dataset:
     try:
         return Dataset.load_from_disk(str(folder))
     except (OSError, pa.ArrowInvalid, ValueError) as e:
-        raise ValueError(f"{what} {str(folder)!r} cannot be read: {e}. The Arrow files are truncated or corrupt; "
-                         "rebuild it") from e
+        raise ValueError(
+            f"{what} {str(folder)!r} cannot be read: {e}. The Arrow files are truncated or corrupt; rebuild it"
+        ) from e
 
 
 def check_file_sizes(folder: Path, expected: Mapping[str, int], what: str) -> None:
@@ -175,8 +178,15 @@ class ShardedWriter:
     refused (or cleared with ``overwrite=True``), never mixed in.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, run_config: Mapping[str, Any], *, what: str,
-                 resume: bool = True, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        run_config: Mapping[str, Any],
+        *,
+        what: str,
+        resume: bool = True,
+        overwrite: bool = False,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.partial_dir = self.output_dir / PARTIAL_DIRNAME
         self.run_config = json.loads(json.dumps(dict(run_config), default=str))
@@ -228,16 +238,23 @@ class ShardedWriter:
             if manifest["num_rows"] and len(load_dataset_folder(folder, "shard")) != manifest["num_rows"]:
                 raise ValueError("its row count differs from its manifest")
         except (ValueError, KeyError, OSError) as e:
-            logger.warning("%s shard %d in %s is not reusable (%s); recomputing it", self.what, index,
-                           self.partial_dir, e)
+            logger.warning(
+                "%s shard %d in %s is not reusable (%s); recomputing it", self.what, index, self.partial_dir, e
+            )
             manifest_path.unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
             return None
         self.reused += 1
         return manifest
 
-    def write(self, index: int, key: str, columns: Mapping[str, Any], features: Features,
-              extra: Mapping[str, Any] | None = None) -> dict:
+    def write(
+        self,
+        index: int,
+        key: str,
+        columns: Mapping[str, Any],
+        features: Features,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict:
         folder = self._shard_dir(index)
         tmp = folder.with_name(folder.name + ".tmp")
         for stale in (tmp, folder):
@@ -249,8 +266,10 @@ class ShardedWriter:
             with quiet_datasets():
                 dataset.save_to_disk(str(tmp))
             os.replace(tmp, folder)
-            files = {name: {"size": os.path.getsize(folder / name), "sha256": file_sha256(folder / name)}
-                     for name in _data_files(folder)}
+            files = {
+                name: {"size": os.path.getsize(folder / name), "sha256": file_sha256(folder / name)}
+                for name in _data_files(folder)
+            }
         manifest = {"key": key, "num_rows": len(dataset), "files": files, **dict(extra or {})}
         write_json_atomic(self._manifest_path(index), manifest)
         self.written += 1
@@ -258,8 +277,11 @@ class ShardedWriter:
 
     def assemble(self, num_shards: int, metadata_name: str, metadata: dict) -> dict:
         """Concatenate the shards (memory-mapped) into ``output_dir``; write the metadata last; drop ``_partial``."""
-        shards = [load_dataset_folder(self._shard_dir(i), "shard") for i in range(num_shards)
-                  if read_json(self._manifest_path(i), "shard manifest")["num_rows"]]
+        shards = [
+            load_dataset_folder(self._shard_dir(i), "shard")
+            for i in range(num_shards)
+            if read_json(self._manifest_path(i), "shard manifest")["num_rows"]
+        ]
         if not shards:
             raise ValueError(f"{self.what}: no rows were produced, nothing to write to {str(self.output_dir)!r}")
         combined = shards[0] if len(shards) == 1 else concatenate_datasets(shards)
@@ -268,8 +290,9 @@ class ShardedWriter:
         return metadata
 
 
-def finalize_folder(dataset: Dataset, folder: Path, metadata_name: str, metadata: dict,
-                    keep_partial: bool = False) -> dict:
+def finalize_folder(
+    dataset: Dataset, folder: Path, metadata_name: str, metadata: dict, keep_partial: bool = False
+) -> dict:
     """Save ``dataset`` into ``folder`` and write the metadata (with the Arrow file sizes) last."""
     folder.mkdir(parents=True, exist_ok=True)
     for path in folder.glob("data-*-of-*.arrow"):
@@ -300,9 +323,9 @@ def check_output_folder(folder: Path, metadata_name: str, overwrite: bool, what:
     return None
 
 
-
-def store_already_made(folder: Path, metadata_name: str, run_config: Mapping[str, Any], overwrite: bool,
-                       what: str) -> bool:
+def store_already_made(
+    folder: Path, metadata_name: str, run_config: Mapping[str, Any], overwrite: bool, what: str
+) -> bool:
     """Whether ``folder`` already holds the complete ``what`` that ``run_config`` describes (the caller loads it).
 
     A complete store made with another configuration is refused naming the differences, or, with ``overwrite``, its
@@ -323,6 +346,7 @@ def store_already_made(folder: Path, metadata_name: str, run_config: Mapping[str
         )
     remove_store_files(folder, metadata_name)
     return False
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # validation
@@ -377,8 +401,10 @@ def load_feature_store(path: str | os.PathLike) -> tuple[Dataset, dict]:
     folder = Path(path)
     where = f"feature store {str(folder)!r}"
     if not folder.is_dir():
-        raise FileNotFoundError(f"{where} does not exist (expected a folder written by extract_features, "
-                                "import_kdmcse_json or save_feature_store)")
+        raise FileNotFoundError(
+            f"{where} does not exist (expected a folder written by extract_features, "
+            "import_kdmcse_json or save_feature_store)"
+        )
     meta_path = folder / FEATURE_STORE_METADATA
     if not meta_path.is_file():
         if (folder / PARTIAL_DIRNAME).is_dir():
@@ -386,18 +412,23 @@ def load_feature_store(path: str | os.PathLike) -> tuple[Dataset, dict]:
                 f"{where} is unfinished: {FEATURE_STORE_METADATA!r} is missing and {PARTIAL_DIRNAME!r} holds partial "
                 "work. Rerun the same extraction command to resume it"
             )
-        raise FileNotFoundError(f"{where}: metadata file {FEATURE_STORE_METADATA!r} is missing; this folder is not a "
-                                "dalr_hf feature store")
+        raise FileNotFoundError(
+            f"{where}: metadata file {FEATURE_STORE_METADATA!r} is missing; this folder is not a dalr_hf feature store"
+        )
     metadata = read_json(meta_path, "feature-store metadata")
     if not isinstance(metadata, dict) or metadata.get("format") != FEATURE_STORE_FORMAT:
         found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
-        raise ValueError(f"{where}: {FEATURE_STORE_METADATA!r} has format {found!r}, "
-                         f"expected {FEATURE_STORE_FORMAT!r}")
+        raise ValueError(f"{where}: {FEATURE_STORE_METADATA!r} has format {found!r}, expected {FEATURE_STORE_FORMAT!r}")
     if metadata.get("version") != FEATURE_STORE_VERSION:
-        raise ValueError(f"{where}: store version {metadata.get('version')!r} is not supported "
-                         f"(this dalr_hf reads version {FEATURE_STORE_VERSION}); rebuild the store")
-    missing = [k for k in (*CALLER_METADATA_KEYS, "image_dim", "caption_dim", "num_rows", "num_images", "files")
-               if k not in metadata]
+        raise ValueError(
+            f"{where}: store version {metadata.get('version')!r} is not supported "
+            f"(this dalr_hf reads version {FEATURE_STORE_VERSION}); rebuild the store"
+        )
+    missing = [
+        k
+        for k in (*CALLER_METADATA_KEYS, "image_dim", "caption_dim", "num_rows", "num_images", "files")
+        if k not in metadata
+    ]
     if missing:
         raise ValueError(f"{where}: metadata lacks {missing}")
     check_file_sizes(folder, metadata["files"], "feature store")
@@ -411,8 +442,10 @@ def load_feature_store(path: str | os.PathLike) -> tuple[Dataset, dict]:
     elif "caption_features" in dataset.column_names:
         raise ValueError(f"{where}: column 'caption_features' present but the metadata says caption_dim is null")
     if len(dataset) != metadata["num_rows"]:
-        raise ValueError(f"{where}: {len(dataset)} rows on disk, but the metadata says {metadata['num_rows']}; "
-                         "the store is truncated or stale")
+        raise ValueError(
+            f"{where}: {len(dataset)} rows on disk, but the metadata says {metadata['num_rows']}; "
+            "the store is truncated or stale"
+        )
     return dataset, metadata
 
 
@@ -492,8 +525,13 @@ def _cast_dataset(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def save_feature_store(rows_or_dataset: Dataset | Mapping[str, Any] | Sequence[Mapping[str, Any]],
-                       path: str | os.PathLike, metadata: Mapping[str, Any], *, overwrite: bool = False) -> Dataset:
+def save_feature_store(
+    rows_or_dataset: Dataset | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Dataset:
     """Write a valid feature store from a ``Dataset``, a dict of columns or a list of row dicts; return it loaded.
 
     ``metadata`` must hold ``model``, ``pretrained``, ``weights_sha256`` (None when unknown), ``normalized`` and

@@ -77,8 +77,9 @@ def teacher_columns(num_teachers: int) -> list[str]:
     return [f"teacher_emb_{k}" for k in range(num_teachers)]
 
 
-def _iter_sentences(source: Dataset | Sequence[str], text_column: str, chunk_size: int
-                    ) -> Iterator[tuple[int, list[str]]]:
+def _iter_sentences(
+    source: Dataset | Sequence[str], text_column: str, chunk_size: int
+) -> Iterator[tuple[int, list[str]]]:
     """(start row, sentences) chunks, read from the memory-mapped column for a Dataset."""
     if isinstance(source, Dataset):
         if text_column not in source.column_names:
@@ -104,8 +105,9 @@ def corpus_fingerprint(dataset_or_sentences: Dataset | Sequence[str], text_colum
     return digest.hexdigest()
 
 
-def _expected_fingerprints(teachers: TeacherEnsemble | Sequence[Teacher | TeacherConfig | Mapping[str, Any]]
-                           ) -> list[dict]:
+def _expected_fingerprints(
+    teachers: TeacherEnsemble | Sequence[Teacher | TeacherConfig | Mapping[str, Any]],
+) -> list[dict]:
     if isinstance(teachers, TeacherEnsemble):
         return teachers.fingerprints()
     expected = []
@@ -117,13 +119,16 @@ def _expected_fingerprints(teachers: TeacherEnsemble | Sequence[Teacher | Teache
         elif isinstance(teacher, Mapping):
             expected.append(dict(teacher))
         else:
-            raise TypeError(f"teachers must be a TeacherEnsemble or a list of Teacher, TeacherConfig or fingerprint "
-                            f"dicts, got {type(teacher).__name__}")
+            raise TypeError(
+                f"teachers must be a TeacherEnsemble or a list of Teacher, TeacherConfig or fingerprint "
+                f"dicts, got {type(teacher).__name__}"
+            )
     return expected
 
 
-def _encode_length_sorted(teacher: Teacher, sentences: list[str], batch_size: int,
-                          device: str | torch.device | None) -> np.ndarray:
+def _encode_length_sorted(
+    teacher: Teacher, sentences: list[str], batch_size: int, device: str | torch.device | None
+) -> np.ndarray:
     """Encode in batches of similar length (less padding), returned in the input order."""
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     embeddings = teacher.encode([sentences[i] for i in order], batch_size=batch_size, device=device).numpy()
@@ -140,17 +145,23 @@ def load_teacher_cache(cache_dir: str | os.PathLike) -> tuple[Dataset, dict]:
         raise FileNotFoundError(f"{where} does not exist (build it with build_teacher_cache / dalr-hf cache-teachers)")
     meta_path = folder / TEACHER_CACHE_METADATA
     if not meta_path.is_file():
-        state = "is unfinished (rerun the same command to resume it)" if (folder / "_partial").is_dir() else \
-            "is not a dalr_hf teacher cache"
+        state = (
+            "is unfinished (rerun the same command to resume it)"
+            if (folder / "_partial").is_dir()
+            else "is not a dalr_hf teacher cache"
+        )
         raise FileNotFoundError(f"{where}: {TEACHER_CACHE_METADATA!r} is missing; the folder {state}")
     metadata = read_json(meta_path, "teacher-cache metadata")
     if not isinstance(metadata, dict) or metadata.get("format") != TEACHER_CACHE_FORMAT:
         raise ValueError(f"{where}: {TEACHER_CACHE_METADATA!r} is not a {TEACHER_CACHE_FORMAT!r} file")
     if metadata.get("version") not in READABLE_VERSIONS:
-        raise ValueError(f"{where}: cache version {metadata.get('version')!r} is not supported "
-                         f"(this dalr_hf reads versions {READABLE_VERSIONS}); rebuild the cache")
-    missing = [k for k in ("teachers", "columns", "dims", "dtype", "num_rows", "corpus_sha256", "files")
-               if k not in metadata]
+        raise ValueError(
+            f"{where}: cache version {metadata.get('version')!r} is not supported "
+            f"(this dalr_hf reads versions {READABLE_VERSIONS}); rebuild the cache"
+        )
+    missing = [
+        k for k in ("teachers", "columns", "dims", "dtype", "num_rows", "corpus_sha256", "files") if k not in metadata
+    ]
     if missing:
         raise ValueError(f"{where}: metadata lacks {missing}")
     check_file_sizes(folder, metadata["files"], "teacher cache")
@@ -161,8 +172,10 @@ def load_teacher_cache(cache_dir: str | os.PathLike) -> tuple[Dataset, dict]:
         if stored != metadata["dtype"]:
             raise ValueError(f"{where}: column {column!r} holds {stored}, the metadata says {metadata['dtype']}")
     if len(dataset) != metadata["num_rows"]:
-        raise ValueError(f"{where}: {len(dataset)} rows on disk, but the metadata says {metadata['num_rows']}; "
-                         "the cache is truncated or stale")
+        raise ValueError(
+            f"{where}: {len(dataset)} rows on disk, but the metadata says {metadata['num_rows']}; "
+            "the cache is truncated or stale"
+        )
     tokens = metadata.get("token_states")
     if tokens:
         feature = dataset.features.get(TOKEN_COLUMN)
@@ -171,8 +184,10 @@ def load_teacher_cache(cache_dir: str | os.PathLike) -> tuple[Dataset, dict]:
         if isinstance(feature, ListFeature) and isinstance(feature.feature, ListFeature):
             have = (feature.length, feature.feature.length, getattr(feature.feature.feature, "dtype", None))
         if have != want:
-            raise ValueError(f"{where}: column {TOKEN_COLUMN!r} should hold (positions, hidden, dtype) {want}, "
-                             f"found {have if have else feature}")
+            raise ValueError(
+                f"{where}: column {TOKEN_COLUMN!r} should hold (positions, hidden, dtype) {want}, "
+                f"found {have if have else feature}"
+            )
         if TOKEN_LENGTH_COLUMN not in dataset.column_names:
             raise ValueError(f"{where}: column {TOKEN_LENGTH_COLUMN!r} is missing")
     return dataset, metadata
@@ -203,7 +218,8 @@ def check_token_cacheable(teachers: TeacherEnsemble) -> tuple[int, int]:
     if problems:
         raise ValueError(
             "token states (for the g2l term) mix the teachers' states position by position, but "
-            + " and ".join(problems) + "; build the cache without token states (token_states=False, "
+            + " and ".join(problems)
+            + "; build the cache without token states (token_states=False, "
             "--no-token-states) and train with use_g2l: false"
         )
     return int(next(iter(lengths.values()))) - 1, int(next(iter(widths.values())))
@@ -223,7 +239,10 @@ def _probe_padding(teacher: Teacher, sentences: list[str], device) -> float:
             "teacher %s runs under %s autocast: its token states depend on a batch's padded length by that "
             "precision's rounding (%.2e here), online as well as cached, so cached g2l terms match online ones to "
             "that rounding, not to float32 round-off; run the teachers in fp32 for an exact cache",
-            teacher.name, teacher.autocast_dtype, diff)
+            teacher.name,
+            teacher.autocast_dtype,
+            diff,
+        )
     if not diff <= tolerance:
         raise ValueError(
             f"teacher {teacher.name!r}: its token states at the same positions differ by {diff:.2e} (more than "
@@ -235,8 +254,9 @@ def _probe_padding(teacher: Teacher, sentences: list[str], device) -> float:
     return diff
 
 
-def _encode_chunk_with_tokens(teachers: TeacherEnsemble, sentences: list[str], batch_size: int, device,
-                              positions: int, hidden: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def _encode_chunk_with_tokens(
+    teachers: TeacherEnsemble, sentences: list[str], batch_size: int, device, positions: int, hidden: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Pooled embeddings per teacher, the weight-mixed token states (N, positions, H) and valid counts (N,)."""
     n = len(sentences)
     embeddings = [np.empty((n, t.hidden_size), dtype=np.float32) for t in teachers.teachers]
@@ -256,11 +276,20 @@ def _encode_chunk_with_tokens(teachers: TeacherEnsemble, sentences: list[str], b
     return embeddings, mixed, counts
 
 
-def build_teacher_cache(teachers: TeacherEnsemble, dataset_or_sentences: Dataset | Sequence[str],
-                        output_dir: str | os.PathLike, text_column: str = "caption", dtype: str = "float16",
-                        batch_size: int = 128, device: str | torch.device | None = None, *,
-                        chunk_size: int | None = None, overwrite: bool = False, progress: bool = True,
-                        token_states: bool = True) -> tuple[Dataset, dict]:
+def build_teacher_cache(
+    teachers: TeacherEnsemble,
+    dataset_or_sentences: Dataset | Sequence[str],
+    output_dir: str | os.PathLike,
+    text_column: str = "caption",
+    dtype: str = "float16",
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    *,
+    chunk_size: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    token_states: bool = True,
+) -> tuple[Dataset, dict]:
     """Encode every sentence with every teacher once and store the embeddings; return ``(cache, metadata)``.
 
     ``dataset_or_sentences`` is a ``Dataset`` (its ``text_column``: ``"caption"`` for a feature store, ``"text"``
@@ -298,8 +327,9 @@ def build_teacher_cache(teachers: TeacherEnsemble, dataset_or_sentences: Dataset
         "corpus_sha256": corpus_sha256,
         "num_rows": num_rows,
         "text_column": text_column,
-        "teacher_autocast": [str(t.autocast_dtype) if t.autocast_dtype is not None else None
-                             for t in teachers.teachers],
+        "teacher_autocast": [
+            str(t.autocast_dtype) if t.autocast_dtype is not None else None for t in teachers.teachers
+        ],
         "chunk_size": chunk_size,
         "batch_size": batch_size,
         "token_states": tokens_fingerprint,
@@ -325,8 +355,10 @@ def build_teacher_cache(teachers: TeacherEnsemble, dataset_or_sentences: Dataset
         bad = ~np.isfinite(stored.reshape(len(stored), -1)).all(axis=1)
         if bad.any():
             row = start + int(np.argmax(bad))
-            raise ValueError(f"{what} is non-finite in {dtype} for row {row} ({sentences[row - start][:80]!r}); "
-                             "store float32 if it overflows float16")
+            raise ValueError(
+                f"{what} is non-finite in {dtype} for row {row} ({sentences[row - start][:80]!r}); "
+                "store float32 if it overflows float16"
+            )
 
     with tqdm(total=num_rows, unit="sent", desc="teacher embeddings", disable=not progress) as bar:
         for chunk, (start, sentences) in enumerate(_iter_sentences(dataset_or_sentences, text_column, chunk_size)):
@@ -336,7 +368,8 @@ def build_teacher_cache(teachers: TeacherEnsemble, dataset_or_sentences: Dataset
                 data = {}
                 if token_states:
                     embeddings, mixed, counts = _encode_chunk_with_tokens(
-                        teachers, sentences, batch_size, device, positions, hidden)
+                        teachers, sentences, batch_size, device, positions, hidden
+                    )
                 else:
                     embeddings = [_encode_length_sorted(t, sentences, batch_size, device) for t in teachers.teachers]
                 for column, teacher, matrix in zip(columns, teachers.teachers, embeddings):
@@ -366,7 +399,9 @@ def build_teacher_cache(teachers: TeacherEnsemble, dataset_or_sentences: Dataset
         "teacher_autocast": run_config["teacher_autocast"],
         "config_sha256": config_sha256,
         "run_config": run_config,
-        "token_states": None if not token_states else {
+        "token_states": None
+        if not token_states
+        else {
             "column": TOKEN_COLUMN,
             "length_column": TOKEN_LENGTH_COLUMN,
             "positions": positions,
@@ -379,17 +414,20 @@ def build_teacher_cache(teachers: TeacherEnsemble, dataset_or_sentences: Dataset
     return load_teacher_cache(output_dir)
 
 
-def check_teacher_fingerprints(cached: Sequence[Mapping[str, Any]], expected: Sequence[Mapping[str, Any]],
-                               where: str) -> None:
+def check_teacher_fingerprints(
+    cached: Sequence[Mapping[str, Any]], expected: Sequence[Mapping[str, Any]], where: str
+) -> None:
     """Raise ``ValueError`` naming the teacher, the field and both values at the first difference.
 
     Fields absent from ``expected`` are not compared (a list of ``TeacherConfig`` has no weights checksum); a
     missing weights checksum is logged, because then only the name, revision, pooler and length are verified.
     """
     if len(cached) != len(expected):
-        raise ValueError(f"{where} holds embeddings of {len(cached)} teacher(s) "
-                         f"({[t.get('name_or_path') for t in cached]}), but {len(expected)} are configured "
-                         f"({[t.get('name_or_path') for t in expected]})")
+        raise ValueError(
+            f"{where} holds embeddings of {len(cached)} teacher(s) "
+            f"({[t.get('name_or_path') for t in cached]}), but {len(expected)} are configured "
+            f"({[t.get('name_or_path') for t in expected]})"
+        )
     for k, (have, want) in enumerate(zip(cached, expected)):
         for name in FINGERPRINT_FIELDS:
             if name not in want or (name == "weights_sha256" and want[name] is None):
@@ -401,13 +439,22 @@ def check_teacher_fingerprints(cached: Sequence[Mapping[str, Any]], expected: Se
                     "(dalr-hf cache-teachers) or use online teachers"
                 )
         if want.get("weights_sha256") is None:
-            logger.warning("%s: teacher %d (%s) given without a weights checksum; only its name, revision, pooler "
-                           "and max length were verified", where, k, want.get("name_or_path"))
+            logger.warning(
+                "%s: teacher %d (%s) given without a weights checksum; only its name, revision, pooler "
+                "and max length were verified",
+                where,
+                k,
+                want.get("name_or_path"),
+            )
 
 
-def attach_teacher_cache(dataset: Dataset, cache_dir: str | os.PathLike,
-                         teachers: TeacherEnsemble | Sequence[Teacher | TeacherConfig | Mapping[str, Any]],
-                         text_column: str = "caption", token_states: bool = True) -> Dataset:
+def attach_teacher_cache(
+    dataset: Dataset,
+    cache_dir: str | os.PathLike,
+    teachers: TeacherEnsemble | Sequence[Teacher | TeacherConfig | Mapping[str, Any]],
+    text_column: str = "caption",
+    token_states: bool = True,
+) -> Dataset:
     """``dataset`` with the cache's ``teacher_emb_k`` columns added (memory-mapped column concatenation).
 
     Verifies, in this order, the teacher fingerprints (model, revision, weights checksum, pooler, max length), the
@@ -420,8 +467,10 @@ def attach_teacher_cache(dataset: Dataset, cache_dir: str | os.PathLike,
     where = f"teacher cache {str(cache_dir)!r}"
     check_teacher_fingerprints(metadata["teachers"], _expected_fingerprints(teachers), where)
     if len(dataset) != metadata["num_rows"]:
-        raise ValueError(f"{where} has {metadata['num_rows']} rows but the dataset has {len(dataset)}: it was built "
-                         "for another corpus")
+        raise ValueError(
+            f"{where} has {metadata['num_rows']} rows but the dataset has {len(dataset)}: it was built "
+            "for another corpus"
+        )
     corpus = corpus_fingerprint(dataset, text_column)
     if corpus != metadata["corpus_sha256"]:
         raise ValueError(
@@ -439,9 +488,11 @@ def attach_teacher_cache(dataset: Dataset, cache_dir: str | os.PathLike,
     return concatenate_datasets([dataset, cache.select_columns(attach)], axis=1)
 
 
-def check_token_fingerprint(cached: Mapping[str, Any],
-                            teachers: TeacherEnsemble | Sequence[Teacher | TeacherConfig | Mapping[str, Any]],
-                            where: str) -> None:
+def check_token_fingerprint(
+    cached: Mapping[str, Any],
+    teachers: TeacherEnsemble | Sequence[Teacher | TeacherConfig | Mapping[str, Any]],
+    where: str,
+) -> None:
     """Raise ``ValueError`` when the cached token states were mixed with other weights, tokenizers or precision.
 
     A list of ``TeacherConfig`` or fingerprint dicts has no tokenizer or precision: then only the weights and max
@@ -453,8 +504,10 @@ def check_token_fingerprint(cached: Mapping[str, Any],
         expected = token_fingerprint(TeacherEnsemble(list(teachers)))
     else:
         configs = [t if isinstance(t, Mapping) else asdict(t) for t in teachers]
-        expected = {"weights": [float(c.get("weight", 1.0)) for c in configs],
-                    "max_length": [int(c.get("max_length", 32)) for c in configs]}
+        expected = {
+            "weights": [float(c.get("weight", 1.0)) for c in configs],
+            "max_length": [int(c.get("max_length", 32)) for c in configs],
+        }
     for field in ("weights", "max_length", "vocab_sha256", "autocast", "layout"):
         if field not in expected:
             continue

@@ -45,11 +45,27 @@ def test_each_subcommand_has_help(command, capsys):
     ("argv", "expected"),
     [
         (["train", "--config", "no-such-recipe.yaml"], "error: config file 'no-such-recipe.yaml' does not exist"),
-        (["extract-features", "--images", "no-such-images", "--captions", "no-such.token", "--output", "{tmp}/o",
-          "--pretrained", "none", "--model", "no-such-model"], "error: "),
+        (
+            [
+                "extract-features",
+                "--images",
+                "no-such-images",
+                "--captions",
+                "no-such.token",
+                "--output",
+                "{tmp}/o",
+                "--pretrained",
+                "none",
+                "--model",
+                "no-such-model",
+            ],
+            "error: ",
+        ),
         (["import-kdmcse", "--json", "no-such.json", "--output", "{tmp}/o"], "error: KDMCSE feature file"),
-        (["cache-teachers", "--teacher", "t", "--text-file", "no-such.txt", "--output", "{tmp}/o"],
-         "error: --text-file: 'no-such.txt' does not exist"),
+        (
+            ["cache-teachers", "--teacher", "t", "--text-file", "no-such.txt", "--output", "{tmp}/o"],
+            "error: --text-file: 'no-such.txt' does not exist",
+        ),
         (["evaluate", "{tmp}/no-such-model"], "error: Path"),
         (["mteb", "{tmp}/no-such-model", "--tasks", "STS12"], "error: Path"),
         (["export", "{tmp}/no-such-run", "--output", "{tmp}/o"], "does not exist"),
@@ -98,7 +114,8 @@ def test_the_wrapper_keeps_tracebacks_for_programming_errors_and_130_for_ctrl_c(
 def test_examples_train_dalr_uses_the_same_wrapper(tmp_path):
     result = subprocess.run(
         [sys.executable, "examples/train_dalr.py", "--config", str(tmp_path / "missing.yaml")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     missing = str(tmp_path / "missing.yaml")

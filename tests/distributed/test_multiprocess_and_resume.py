@@ -285,11 +285,23 @@ def test_the_recipe_under_two_processes_holds_one_lock_and_builds_the_stand_in_s
         (sts / "sts-dev.csv").write_text("".join(f.readlines()[:40]), encoding="utf-8")
     out = tmp_path / "out"
     recipe = {
-        "student_model": tiny_bert_dir, "teachers": [tiny_teacher_dir], "text_corpus": str(corpus),
-        "stand_in_captions": str(captions), "stand_in_dim": 32, "eval_data_dir": str(tmp_path / "downstream"),
-        "output_dir": str(out), "per_device_train_batch_size": 2, "max_steps": 4, "eval_steps": 2,
-        "save_strategy": "steps", "save_steps": 2, "load_best_model_at_end": False, "save_total_limit": None,
-        "report_to": "none", "export_dir": "none", "use_cpu": True,
+        "student_model": tiny_bert_dir,
+        "teachers": [tiny_teacher_dir],
+        "text_corpus": str(corpus),
+        "stand_in_captions": str(captions),
+        "stand_in_dim": 32,
+        "eval_data_dir": str(tmp_path / "downstream"),
+        "output_dir": str(out),
+        "per_device_train_batch_size": 2,
+        "max_steps": 4,
+        "eval_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "load_best_model_at_end": False,
+        "save_total_limit": None,
+        "report_to": "none",
+        "export_dir": "none",
+        "use_cpu": True,
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     result = _run([*LAUNCH, os.path.join(ROOT, "examples", "train_dalr.py"), "--config", str(tmp_path / "recipe.yaml")])
@@ -299,6 +311,9 @@ def test_the_recipe_under_two_processes_holds_one_lock_and_builds_the_stand_in_s
     for step in (2, 4):
         verify_checkpoint(str(out / f"checkpoint-{step}"))
     # a second launch into the same folder is refused by the main process; the other one does not hang
-    again = _run([*LAUNCH, os.path.join(ROOT, "examples", "train_dalr.py"), "--config", str(tmp_path / "recipe.yaml")],
-                 timeout=300, check=False)
+    again = _run(
+        [*LAUNCH, os.path.join(ROOT, "examples", "train_dalr.py"), "--config", str(tmp_path / "recipe.yaml")],
+        timeout=300,
+        check=False,
+    )
     assert again.returncode != 0 and "holds an earlier run" in again.stderr

@@ -41,8 +41,20 @@ TREC_TEMPLATES = {
     "LOC": ("city", ["Where is {x} located ?", "In which country is {x} ?"]),
     "NUM": ("count", ["How many {x} are there ?", "How much does {x} cost ?"]),
 }
-NOUNS = ["NASA", "the telescope", "penicillin", "the panda", "Paris", "the violin", "radar", "the glacier", "Lagos",
-         "the marathon", "DNA", "the comet"]
+NOUNS = [
+    "NASA",
+    "the telescope",
+    "penicillin",
+    "the panda",
+    "Paris",
+    "the violin",
+    "radar",
+    "the glacier",
+    "Lagos",
+    "the marathon",
+    "DNA",
+    "the comet",
+]
 
 
 def write_transfer_data(root: Path, n_per_class: int = 50, seed: int = 0) -> Path:
@@ -60,10 +72,13 @@ def write_transfer_data(root: Path, n_per_class: int = 50, seed: int = 0) -> Pat
     # CR's real files contain empty lines; SentEval keeps them as empty sentences
     cr_pos = (root / "CR" / "custrev.pos").read_bytes()
     (root / "CR" / "custrev.pos").write_bytes(cr_pos + b"\n")
-    objective = [f"the {rng.choice(TOPICS)} was filmed in {rng.randint(1950, 2010)} in {rng.choice(NOUNS)} ."
-                 for _ in range(n_per_class)]
-    subjective = [f"i honestly think the {rng.choice(TOPICS)} is {rng.choice(POSITIVE + NEGATIVE)} ."
-                  for _ in range(n_per_class)]
+    objective = [
+        f"the {rng.choice(TOPICS)} was filmed in {rng.randint(1950, 2010)} in {rng.choice(NOUNS)} ."
+        for _ in range(n_per_class)
+    ]
+    subjective = [
+        f"i honestly think the {rng.choice(TOPICS)} is {rng.choice(POSITIVE + NEGATIVE)} ." for _ in range(n_per_class)
+    ]
     _write_lines(root / "SUBJ" / "subj.objective", objective, "latin-1")
     _write_lines(root / "SUBJ" / "subj.subjective", subjective, "latin-1")
     mpqa_pos = [f"{rng.choice(POSITIVE)} {rng.choice(['support', 'success', 'praise'])}" for _ in range(n_per_class)]

@@ -16,8 +16,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_evaluate_prints_table_and_writes_json(tiny_bert_dir, small_sts_dir, tmp_path, capsys):
     output = tmp_path / "out" / "report.json"
-    code = main(["evaluate", tiny_bert_dir, "--tasks", "STSBenchmark,STSBenchmark-dev", "--data-dir",
-                 str(small_sts_dir), "--batch-size", "32", "--output", str(output)])
+    code = main(
+        [
+            "evaluate",
+            tiny_bert_dir,
+            "--tasks",
+            "STSBenchmark,STSBenchmark-dev",
+            "--data-dir",
+            str(small_sts_dir),
+            "--batch-size",
+            "32",
+            "--output",
+            str(output),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == EXIT_OK
     assert "| STS-B | STS-B dev |" in printed and f"JSON report: {output}" in printed
@@ -43,16 +55,29 @@ def test_progress_bars_by_default_and_quiet_hides_them(tiny_bert_dir, small_sts_
 
 
 def test_wmean_option_is_labelled(tiny_bert_dir, small_sts_dir, tmp_path, capsys):
-    code = main(["evaluate", tiny_bert_dir, "--tasks", "STSBenchmark", "--data-dir", str(small_sts_dir),
-                 "--aggregation", "wmean", "--output", str(tmp_path / "w.json")])
+    code = main(
+        [
+            "evaluate",
+            tiny_bert_dir,
+            "--tasks",
+            "STSBenchmark",
+            "--data-dir",
+            str(small_sts_dir),
+            "--aggregation",
+            "wmean",
+            "--output",
+            str(tmp_path / "w.json"),
+        ]
+    )
     assert code == EXIT_OK
     assert "'wmean' aggregation" in capsys.readouterr().out
     assert json.loads((tmp_path / "w.json").read_text())["sts"]["tasks"]["STSBenchmark"]["aggregation"] == "wmean"
 
 
 def test_missing_data_exits_2_and_names_the_file(tiny_bert_dir, tmp_path, capsys):
-    code = main(["evaluate", tiny_bert_dir, "--tasks", "sts", "--data-dir", str(tmp_path),
-                 "--output", str(tmp_path / "x.json")])
+    code = main(
+        ["evaluate", tiny_bert_dir, "--tasks", "sts", "--data-dir", str(tmp_path), "--output", str(tmp_path / "x.json")]
+    )
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT
     assert "dalr-hf evaluate: error: STS12: expected file" in err and "STS.input.MSRpar.txt" in err
@@ -60,8 +85,18 @@ def test_missing_data_exits_2_and_names_the_file(tiny_bert_dir, tmp_path, capsys
 
 
 def test_nan_model_exits_1(nan_model_dir, small_sts_dir, tmp_path, capsys):
-    code = main(["evaluate", nan_model_dir, "--tasks", "STSBenchmark", "--data-dir", str(small_sts_dir),
-                 "--output", str(tmp_path / "nan.json")])
+    code = main(
+        [
+            "evaluate",
+            nan_model_dir,
+            "--tasks",
+            "STSBenchmark",
+            "--data-dir",
+            str(small_sts_dir),
+            "--output",
+            str(tmp_path / "nan.json"),
+        ]
+    )
     assert code == EXIT_TASK_FAILED
     assert "FAILED" in capsys.readouterr().out
     assert json.loads((tmp_path / "nan.json").read_text())["ok"] is False
@@ -71,8 +106,20 @@ def test_register_into_a_host_parser(tiny_bert_dir, tmp_path):
     parser = argparse.ArgumentParser(prog="dalr-hf")
     subparsers = parser.add_subparsers(dest="command", required=True)
     register(subparsers)
-    args = parser.parse_args(["mteb", tiny_bert_dir, "--tasks", "mock", "--output-dir", str(tmp_path),
-                              "--model-name", "my-org/tiny-dalr", "--revision", "0123abc"])
+    args = parser.parse_args(
+        [
+            "mteb",
+            tiny_bert_dir,
+            "--tasks",
+            "mock",
+            "--output-dir",
+            str(tmp_path),
+            "--model-name",
+            "my-org/tiny-dalr",
+            "--revision",
+            "0123abc",
+        ]
+    )
     assert args.func(args) == EXIT_OK
     folder = tmp_path / "results" / "my-org__tiny-dalr" / "0123abc"
     assert (folder / "MockSTSTask.json").is_file() and (folder / "model_meta.json").is_file()
@@ -82,7 +129,13 @@ def test_register_into_a_host_parser(tiny_bert_dir, tmp_path):
 
 def test_module_entry_point(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "dalr_hf.evaluation.cli", "evaluate", "--help"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "dalr_hf.evaluation.cli", "evaluate", "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0
     assert "--transfer-mode" in done.stdout and "--aggregation" in done.stdout

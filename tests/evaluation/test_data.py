@@ -65,11 +65,20 @@ def test_bundled_sts_tasks_load_cleanly(task):
 def test_sts_year_subsets_and_dropped_empty_gold():
     sts16 = load_sts_task("STS16")
     assert [name for name, _, _ in sts16.subsets] == [
-        "answer-answer", "headlines", "plagiarism", "postediting", "question-question",
+        "answer-answer",
+        "headlines",
+        "plagiarism",
+        "postediting",
+        "question-question",
     ]
     sizes = {name: end - start for name, start, end in sts16.subsets}
-    assert sizes == {"answer-answer": 254, "headlines": 249, "plagiarism": 230, "postediting": 244,
-                     "question-question": 209}
+    assert sizes == {
+        "answer-answer": 254,
+        "headlines": 249,
+        "plagiarism": 230,
+        "postediting": 244,
+        "question-question": 209,
+    }
     assert sts16.report.empty_gold == 7997
     assert load_sts_task("STS15").report.empty_gold == 5500
     assert load_sts_task("STS12").report.empty_gold == 0
@@ -174,9 +183,18 @@ def test_malformed_stsb_and_sick_lines(tmp_path):
     folder = tmp_path / "STS" / "STSBenchmark"
     folder.mkdir(parents=True)
     good = "main-captions\tMSRvid\t2012test\t0001\t{score}\tA man plays .\tA man is playing ."
-    (folder / "sts-test.csv").write_text("\n".join([
-        good.format(score="5.0"), "too\tfew\tfields", good.format(score="n/a"), good.format(score="1.5"),
-    ]) + "\n", encoding="utf-8")
+    (folder / "sts-test.csv").write_text(
+        "\n".join(
+            [
+                good.format(score="5.0"),
+                "too\tfew\tfields",
+                good.format(score="n/a"),
+                good.format(score="1.5"),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     with pytest.warns(MalformedDataWarning, match="2 malformed"):
         data = load_sts_task("STSBenchmark", tmp_path)
     assert data.n_pairs == 2 and data.report.files[0].malformed_lines == [2, 3]

@@ -41,10 +41,18 @@ def test_selectable_tasks_metric_choice_and_prefix(tiny_student, transfer_dir, s
     root = tmp_path / "data"
     shutil.copytree(transfer_dir, root)
     shutil.copytree(small_sts_dir / "STS", root / "STS")
-    evaluator = SentEvalEvaluator(tasks=["STSBenchmark-dev", "STSBenchmark", "TREC", "MPQA"], data_dir=root,
-                                  primary_metric="trec_acc", name="dev")
-    assert evaluator.metric_keys == ["stsb_spearman", "stsb_test_spearman", "trec_acc", "trec_devacc", "mpqa_acc",
-                                     "mpqa_devacc", "transfer_avg"]
+    evaluator = SentEvalEvaluator(
+        tasks=["STSBenchmark-dev", "STSBenchmark", "TREC", "MPQA"], data_dir=root, primary_metric="trec_acc", name="dev"
+    )
+    assert evaluator.metric_keys == [
+        "stsb_spearman",
+        "stsb_test_spearman",
+        "trec_acc",
+        "trec_devacc",
+        "mpqa_acc",
+        "mpqa_devacc",
+        "transfer_avg",
+    ]
     metrics = evaluator(tiny_student)
     assert set(metrics) == {f"dev_{k}" for k in evaluator.metric_keys}
     assert evaluator.primary_metric == "dev_trec_acc"
@@ -74,10 +82,12 @@ def test_trainer_keeps_the_best_checkpoint_by_stsb_dev(tiny_bert_dir, dev_only_s
     from dalr_hf.student import build_student
 
     model = build_student(tiny_bert_dir, pooling="cls", max_seq_length=32)
-    pairs = Dataset.from_dict({
-        "anchor": [f"a person is doing thing number {i} ." for i in range(32)],
-        "positive": [f"someone does the {i}th thing ." for i in range(32)],
-    })
+    pairs = Dataset.from_dict(
+        {
+            "anchor": [f"a person is doing thing number {i} ." for i in range(32)],
+            "positive": [f"someone does the {i}th thing ." for i in range(32)],
+        }
+    )
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp_path / "run"),
         max_steps=4,

@@ -22,8 +22,14 @@ def mock_run(tiny_bert_dir, tmp_path_factory):
 
     model = build_student(tiny_bert_dir, pooling="cls", max_seq_length=32)
     out = tmp_path_factory.mktemp("mteb_mock")
-    return run_mteb(model, "mock", output_dir=out, model_name="dalr-test/tiny-student", revision="abc123",
-                    base_model="google-bert/bert-base-uncased")
+    return run_mteb(
+        model,
+        "mock",
+        output_dir=out,
+        model_name="dalr-test/tiny-student",
+        revision="abc123",
+        base_model="google-bert/bert-base-uncased",
+    )
 
 
 def test_mock_tasks_run_and_write_the_results_repository_layout(mock_run):

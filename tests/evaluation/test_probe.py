@@ -83,15 +83,19 @@ def test_grouped_fits_equal_separate_fits_including_uneven_minibatch_counts():
     x, y = _toy(700, d=12)
     # 600 and 577 rows make 10 minibatches of 64, 560 rows make 9: the group must update only the fits that have
     # a minibatch left; the third fit holds out 5 % of its rows (validation_split) like SentEval's final refits.
-    fits = [ProbeFit(np.arange(600), np.arange(600, 700)), ProbeFit(np.arange(23, 600), np.arange(600, 700)),
-            ProbeFit(np.arange(40, 600))]
+    fits = [
+        ProbeFit(np.arange(600), np.arange(600, 700)),
+        ProbeFit(np.arange(23, 600), np.arange(600, 700)),
+        ProbeFit(np.arange(40, 600)),
+    ]
     grouped = train_probe_group(x, y, fits, settings.l2_grid, 3, settings)
     for fit, probes in zip(fits, grouped):
         if fit.dev_idx is None:
             alone = train_probes(x[fit.train_idx], y[fit.train_idx], settings.l2_grid, 3, settings)
         else:
-            alone = train_probes(x[fit.train_idx], y[fit.train_idx], settings.l2_grid, 3, settings,
-                                 x[fit.dev_idx], y[fit.dev_idx])
+            alone = train_probes(
+                x[fit.train_idx], y[fit.train_idx], settings.l2_grid, 3, settings, x[fit.dev_idx], y[fit.dev_idx]
+            )
         np.testing.assert_array_equal(alone.dev_accuracy, probes.dev_accuracy)
         torch.testing.assert_close(alone.weight, probes.weight, atol=1e-6, rtol=0)
 
@@ -129,6 +133,7 @@ def test_validation_protocols_on_separable_data():
     outcome = cv_then_test(x[:400], y[:400].numpy(), x[400:], y[400:].numpy(), 2, settings)
     assert outcome.acc > 90 and outcome.predictions.shape == (200,)
     assert outcome.acc == pytest.approx(100 * np.mean(outcome.predictions == y[400:].numpy()), abs=0.005)
-    split = split_validation(x[:300], y[:300].numpy(), x[300:400], y[300:400].numpy(), x[400:], y[400:].numpy(), 2,
-                             settings)
+    split = split_validation(
+        x[:300], y[:300].numpy(), x[300:400], y[300:400].numpy(), x[400:], y[400:].numpy(), 2, settings
+    )
     assert split.acc > 90 and split.l2reg[0] in settings.l2_grid

@@ -86,15 +86,23 @@ def test_report_table_json_and_average(minilm_sts, tmp_path):
     assert data["ok"] is True and "wmean" in json.dumps(data["sts"]["tasks"]["STS12"])
     sts12 = report.sts[0]
     weights = [s["n_pairs"] for s in sts12.subsets.values()]
-    assert sts12.spearman_wmean == pytest.approx(np.average([s["spearman"] for s in sts12.subsets.values()],
-                                                            weights=weights))
+    assert sts12.spearman_wmean == pytest.approx(
+        np.average([s["spearman"] for s in sts12.subsets.values()], weights=weights)
+    )
     assert abs(sts12.spearman_wmean - sts12.spearman_all) > 0.1  # the two aggregations really differ
 
 
 def _toy_sts() -> STSData:
     gold = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.5, 4.5, 2.5])
-    data = STSData("STS12", "test", [f"a{i}" for i in range(9)], [f"b{i}" for i in range(9)], gold,
-                   [("first", 0, 6), ("second", 6, 9)], DataReport("STS12"))
+    data = STSData(
+        "STS12",
+        "test",
+        [f"a{i}" for i in range(9)],
+        [f"b{i}" for i in range(9)],
+        gold,
+        [("first", 0, 6), ("second", 6, 9)],
+        DataReport("STS12"),
+    )
     return data
 
 
@@ -131,8 +139,9 @@ def test_nan_embeddings_are_reported_not_scored(nan_model_dir, small_sts_dir, tm
     [result] = evaluate_sts(model, tasks=["STSBenchmark-dev"], data_dir=small_sts_dir)
     assert result.status == "failed" and result.spearman is None
     assert "NaN/Inf embeddings" in result.error and "refusing to score" in result.error
-    report = evaluate_model(model, tasks="STSBenchmark,STSBenchmark-dev", data_dir=small_sts_dir,
-                            output_path=tmp_path / "nan.json")
+    report = evaluate_model(
+        model, tasks="STSBenchmark,STSBenchmark-dev", data_dir=small_sts_dir, output_path=tmp_path / "nan.json"
+    )
     assert not report.ok and report.sts_avg is None
     data = json.loads((tmp_path / "nan.json").read_text())
     assert data["ok"] is False and data["sts"]["tasks"]["STSBenchmark"]["status"] == "failed"

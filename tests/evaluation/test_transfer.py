@@ -31,8 +31,15 @@ def test_all_tasks_score_well_on_separable_data(transfer_run):
 def test_split_sizes_and_mrpc_extras(transfer_run):
     results, _ = transfer_run
     sizes = {task: (r.ndev, r.ntest) for task, r in results.items()}
-    assert sizes == {"MR": (100, 100), "CR": (101, 101), "SUBJ": (100, 100), "MPQA": (100, 100),
-                     "SST2": (40, 40), "TREC": (120, 60), "MRPC": (100, 40)}
+    assert sizes == {
+        "MR": (100, 100),
+        "CR": (101, 101),
+        "SUBJ": (100, 100),
+        "MPQA": (100, 100),
+        "SST2": (40, 40),
+        "TREC": (120, 60),
+        "MRPC": (100, 40),
+    }
     assert len(results["MR"].l2reg) == 5  # one choice per outer fold (fasttest: 5 folds)
     assert results["MRPC"].features == "senteval" and results["MRPC"].f1 is not None
     assert results["CR"].data["empty_sentences_kept"] == 1

@@ -53,8 +53,12 @@ def write_flickr_token(path: Path, captions=CAPTIONS) -> Path:
 def write_karpathy(path: Path, captions=CAPTIONS, split_of=None, coco: bool = False) -> Path:
     images = []
     for i, (name, caps) in enumerate(captions.items()):
-        entry = {"filename": name, "imgid": i, "split": (split_of or {}).get(name, "train"),
-                 "sentences": [{"raw": c, "tokens": c.split()} for c in caps]}
+        entry = {
+            "filename": name,
+            "imgid": i,
+            "split": (split_of or {}).get(name, "train"),
+            "sentences": [{"raw": c, "tokens": c.split()} for c in caps],
+        }
         if coco:
             entry.update({"filepath": "train2014", "cocoid": 500 + i})
         images.append(entry)

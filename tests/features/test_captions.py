@@ -60,8 +60,10 @@ def test_empty_captions_error_names_the_place_or_are_counted(tmp_path):
     index = read_captions(path, on_empty_caption="skip")
     assert index.stats["empty_captions_skipped"] == 1 and index.num_captions == 2
 
-    data = {"images": [{"id": 7, "file_name": "7.jpg"}, {"id": 8, "file_name": "8.jpg"}],
-            "annotations": [{"image_id": 7, "caption": ""}, {"image_id": 8, "caption": "a bird"}]}
+    data = {
+        "images": [{"id": 7, "file_name": "7.jpg"}, {"id": 8, "file_name": "8.jpg"}],
+        "annotations": [{"image_id": 7, "caption": ""}, {"image_id": 8, "caption": "a bird"}],
+    }
     (tmp_path / "c.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"annotations\[0\] \(image 7\)"):
         read_captions(tmp_path / "c.json")

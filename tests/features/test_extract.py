@@ -70,8 +70,9 @@ def _assert_same_store(a, b) -> None:
 def token_store(tmp_path_factory, image_dir, clip_encoder):
     root = tmp_path_factory.mktemp("token_store")
     captions = write_flickr_token(root / "results_20130124.token")
-    dataset, metadata = extract_features(image_dir, captions, root / "store", encoder=clip_encoder, batch_size=2,
-                                         shard_size=2, progress=False)
+    dataset, metadata = extract_features(
+        image_dir, captions, root / "store", encoder=clip_encoder, batch_size=2, shard_size=2, progress=False
+    )
     return dataset, metadata, captions
 
 
@@ -116,44 +117,63 @@ def test_store_is_memory_mapped_from_its_folder(token_store):
 def test_karpathy_and_coco_formats_give_the_same_features(tmp_path, token_store, image_dir, clip_encoder):
     reference = _columns(token_store[0])
     karpathy = write_karpathy(tmp_path / "dataset_flickr30k.json")
-    ds_k, meta_k = extract_features(image_dir, karpathy, tmp_path / "k", encoder=clip_encoder, batch_size=2,
-                                    shard_size=2, progress=False)
+    ds_k, meta_k = extract_features(
+        image_dir, karpathy, tmp_path / "k", encoder=clip_encoder, batch_size=2, shard_size=2, progress=False
+    )
     assert meta_k["caption_format"] == "karpathy" and meta_k["splits"] == ["train"]
     _assert_same_store(ds_k, token_store[0])
 
     # COCO layout: images under a train2014 folder, numeric ids
     coco_images = write_images(tmp_path / "coco" / "train2014")
     coco = write_coco(tmp_path / "captions_train2014.json")
-    ds_c, meta_c = extract_features(coco_images, coco, tmp_path / "c", encoder=clip_encoder, batch_size=2,
-                                    shard_size=2, progress=False)
+    ds_c, meta_c = extract_features(
+        coco_images, coco, tmp_path / "c", encoder=clip_encoder, batch_size=2, shard_size=2, progress=False
+    )
     assert meta_c["caption_format"] == "coco"
     assert list(ds_c["image_id"])[:3] == ["500"] * 3
     np.testing.assert_array_equal(_columns(ds_c)["image_features"], reference["image_features"])
     np.testing.assert_array_equal(_columns(ds_c)["caption_features"], reference["caption_features"])
 
     # Karpathy COCO: file names relative to the 'filepath' folder under the image root
-    ds_kc, _ = extract_features(tmp_path / "coco", write_karpathy(tmp_path / "dataset_coco.json", coco=True),
-                                tmp_path / "kc", encoder=clip_encoder, batch_size=2, shard_size=2,
-                                caption_features=False, progress=False)
+    ds_kc, _ = extract_features(
+        tmp_path / "coco",
+        write_karpathy(tmp_path / "dataset_coco.json", coco=True),
+        tmp_path / "kc",
+        encoder=clip_encoder,
+        batch_size=2,
+        shard_size=2,
+        caption_features=False,
+        progress=False,
+    )
     assert "caption_features" not in ds_kc.column_names
     np.testing.assert_array_equal(_columns(ds_kc)["image_features"], reference["image_features"])
 
 
 def test_extraction_is_deterministic_and_rerun_reuses_the_store(tmp_path, token_store, image_dir, clip_encoder):
     dataset, metadata, captions = token_store
-    again, meta_again = extract_features(image_dir, captions, tmp_path / "again", encoder=clip_encoder,
-                                         batch_size=2, shard_size=2, progress=False)
+    again, meta_again = extract_features(
+        image_dir, captions, tmp_path / "again", encoder=clip_encoder, batch_size=2, shard_size=2, progress=False
+    )
     _assert_same_store(again, dataset)
     assert meta_again["config_sha256"] == metadata["config_sha256"]
     # a rerun on the finished store loads it and encodes nothing
     counting = InterruptingEncoder(clip_encoder)
-    extract_features(image_dir, captions, tmp_path / "again", encoder=counting, batch_size=2, shard_size=2,
-                     progress=False)
+    extract_features(
+        image_dir, captions, tmp_path / "again", encoder=counting, batch_size=2, shard_size=2, progress=False
+    )
     assert counting.images == 0
     # a finished store made with another configuration is refused, naming the difference
     with pytest.raises(FileExistsError, match="normalize"):
-        extract_features(image_dir, captions, tmp_path / "again", encoder=clip_encoder, batch_size=2, shard_size=2,
-                         normalize=False, progress=False)
+        extract_features(
+            image_dir,
+            captions,
+            tmp_path / "again",
+            encoder=clip_encoder,
+            batch_size=2,
+            shard_size=2,
+            normalize=False,
+            progress=False,
+        )
 
 
 def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, token_store, image_dir, clip_encoder):
@@ -161,8 +181,15 @@ def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, token_store,
     out = tmp_path / "store"
     # batch_size 2, shard_size 2: batch 2 is the first (and only) batch of shard 1 -> shard 0 is complete
     with pytest.raises(KeyboardInterrupt):
-        extract_features(image_dir, captions, out, encoder=InterruptingEncoder(clip_encoder, interrupt_at=2),
-                         batch_size=2, shard_size=2, progress=False)
+        extract_features(
+            image_dir,
+            captions,
+            out,
+            encoder=InterruptingEncoder(clip_encoder, interrupt_at=2),
+            batch_size=2,
+            shard_size=2,
+            progress=False,
+        )
     assert (out / "_partial" / "shard-00000.json").is_file() and not (out / "_partial" / "shard-00001").exists()
     with pytest.raises(FileNotFoundError, match="unfinished"):
         load_feature_store(out)
@@ -171,8 +198,9 @@ def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, token_store,
         extract_features(image_dir, captions, out, encoder=clip_encoder, batch_size=2, shard_size=3, progress=False)
 
     resumed = InterruptingEncoder(clip_encoder)
-    dataset, metadata = extract_features(image_dir, captions, out, encoder=resumed, batch_size=2, shard_size=2,
-                                         progress=False)
+    dataset, metadata = extract_features(
+        image_dir, captions, out, encoder=resumed, batch_size=2, shard_size=2, progress=False
+    )
     assert resumed.images == 4  # shards 1 and 2 only
     _assert_same_store(dataset, reference)
     assert {k: v for k, v in metadata.items() if k != "files"} == {k: v for k, v in ref_meta.items() if k != "files"}
@@ -183,15 +211,23 @@ def test_truncated_shard_is_recomputed_on_resume(tmp_path, token_store, image_di
     reference, _, captions = token_store
     out = tmp_path / "store"
     with pytest.raises(KeyboardInterrupt):
-        extract_features(image_dir, captions, out, encoder=InterruptingEncoder(clip_encoder, interrupt_at=3),
-                         batch_size=2, shard_size=2, progress=False)
+        extract_features(
+            image_dir,
+            captions,
+            out,
+            encoder=InterruptingEncoder(clip_encoder, interrupt_at=3),
+            batch_size=2,
+            shard_size=2,
+            progress=False,
+        )
     arrow = next((out / "_partial" / "shard-00000").glob("*.arrow"))
     with open(arrow, "r+b") as f:
         f.truncate(arrow.stat().st_size // 2)
     resumed = InterruptingEncoder(clip_encoder)
     with caplog.at_level("WARNING"):
-        dataset, _ = extract_features(image_dir, captions, out, encoder=resumed, batch_size=2, shard_size=2,
-                                      progress=False)
+        dataset, _ = extract_features(
+            image_dir, captions, out, encoder=resumed, batch_size=2, shard_size=2, progress=False
+        )
     assert "shard 0" in caplog.text and "recomputing" in caplog.text
     assert resumed.images == 4  # shard 0 (damaged) and shard 2; shard 1 reused
     _assert_same_store(dataset, reference)
@@ -202,18 +238,23 @@ def test_missing_and_corrupt_images(tmp_path, clip_encoder):
     (images / IMAGES[1]).unlink()
     captions = write_flickr_token(tmp_path / "r.token")
     with pytest.raises(FileNotFoundError, match=IMAGES[1]):
-        extract_features(images, captions, tmp_path / "a", encoder=clip_encoder, caption_features=False,
-                         progress=False)
-    dataset, metadata = extract_features(images, captions, tmp_path / "b", encoder=clip_encoder,
-                                         caption_features=False, on_missing_image="skip", progress=False)
+        extract_features(images, captions, tmp_path / "a", encoder=clip_encoder, caption_features=False, progress=False)
+    dataset, metadata = extract_features(
+        images,
+        captions,
+        tmp_path / "b",
+        encoder=clip_encoder,
+        caption_features=False,
+        on_missing_image="skip",
+        progress=False,
+    )
     assert metadata["skipped_images"] == 1 and metadata["skipped_image_files"] == [IMAGES[1]]
     assert metadata["num_images"] == 5 and len(dataset) == 15
     assert IMAGES[1].split(".")[0] not in set(dataset["image_id"])
 
     (images / IMAGES[1]).write_bytes(b"this is not a jpeg")
     with pytest.raises(ValueError, match=rf"{IMAGES[1]}.*cannot be read"):
-        extract_features(images, captions, tmp_path / "c", encoder=clip_encoder, caption_features=False,
-                         progress=False)
+        extract_features(images, captions, tmp_path / "c", encoder=clip_encoder, caption_features=False, progress=False)
 
 
 def test_a_shard_whose_images_are_all_missing(tmp_path, token_store, clip_encoder):
@@ -221,8 +262,16 @@ def test_a_shard_whose_images_are_all_missing(tmp_path, token_store, clip_encode
     for name in IMAGES[2:4]:  # all of shard 1 with shard_size 2
         (images / name).unlink()
     captions = write_flickr_token(tmp_path / "r.token")
-    dataset, metadata = extract_features(images, captions, tmp_path / "s", encoder=clip_encoder, batch_size=2,
-                                         shard_size=2, on_missing_image="skip", progress=False)
+    dataset, metadata = extract_features(
+        images,
+        captions,
+        tmp_path / "s",
+        encoder=clip_encoder,
+        batch_size=2,
+        shard_size=2,
+        on_missing_image="skip",
+        progress=False,
+    )
     assert metadata["skipped_image_files"] == IMAGES[2:4] and len(dataset) == 12
     kept = [i for i in range(18) if i // 3 not in (2, 3)]
     reference = _columns(token_store[0])
@@ -232,8 +281,9 @@ def test_a_shard_whose_images_are_all_missing(tmp_path, token_store, clip_encode
 def test_bf16_extraction_is_recorded_and_close_to_fp32(tmp_path, token_store, image_dir, tiny_clip):
     _, ref_meta, captions = token_store
     encoder = ClipEncoder(tiny_clip, pretrained=None, device="cpu", precision="bf16")
-    dataset, metadata = extract_features(image_dir, captions, tmp_path / "bf16", encoder=encoder, batch_size=2,
-                                         shard_size=2, progress=False)
+    dataset, metadata = extract_features(
+        image_dir, captions, tmp_path / "bf16", encoder=encoder, batch_size=2, shard_size=2, progress=False
+    )
     assert metadata["precision"] == "bf16" and metadata["weights_sha256"] == ref_meta["weights_sha256"]
     assert metadata["config_sha256"] != ref_meta["config_sha256"]
     got = _columns(dataset)["image_features"]

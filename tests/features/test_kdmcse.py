@@ -39,8 +39,9 @@ def test_streaming_reader_matches_json_load_at_any_buffer_size(tmp_path):
 
 def test_one_row_per_caption_with_its_lang_feat(tmp_path):
     data = _kdmcse()
-    dataset, metadata = import_kdmcse_json(_write(tmp_path / "f.json", data), tmp_path / "store",
-                                           rows_per_shard=4, progress=False)
+    dataset, metadata = import_kdmcse_json(
+        _write(tmp_path / "f.json", data), tmp_path / "store", rows_per_shard=4, progress=False
+    )
     assert len(dataset) == 14 and metadata["num_images"] == 3 and metadata["num_rows"] == 14
     assert metadata["source"] == "kdmcse_json" and metadata["model"] == "ViT-L-14"
     assert metadata["weights_sha256"] is None and len(metadata["source_sha256"]) == 64
@@ -83,8 +84,9 @@ def test_invalid_entries_name_the_image_key(tmp_path):
     empty["img1"]["captions"][3] = " "
     with pytest.raises(ValueError, match="'img1': caption 3 is empty"):
         import_kdmcse_json(_write(tmp_path / "e.json", empty), tmp_path / "e", progress=False)
-    dataset, metadata = import_kdmcse_json(tmp_path / "e.json", tmp_path / "e2", on_empty_caption="skip",
-                                           progress=False)
+    dataset, metadata = import_kdmcse_json(
+        tmp_path / "e.json", tmp_path / "e2", on_empty_caption="skip", progress=False
+    )
     assert len(dataset) == 13 and metadata["empty_captions_skipped"] == 1
 
 

@@ -10,8 +10,14 @@ from datasets import Dataset
 
 from dalr_hf.features import load_feature_store, save_feature_store
 
-META = {"model": "stand-in", "pretrained": None, "weights_sha256": None, "normalized": True, "source": "open_clip",
-        "stand_in": True}
+META = {
+    "model": "stand-in",
+    "pretrained": None,
+    "weights_sha256": None,
+    "normalized": True,
+    "source": "open_clip",
+    "stand_in": True,
+}
 
 
 def _unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -23,8 +29,9 @@ def test_save_from_column_arrays_and_load_back(tmp_path):
     image, caption = _unit(6, 8), _unit(6, 8, seed=1)
     ids = ["a", "a", "b", "b", "c", "c"]
     texts = [f"sentence {i}" for i in range(6)]
-    saved = save_feature_store({"image_id": ids, "caption": texts, "image_features": image,
-                                "caption_features": caption}, tmp_path / "s", META)
+    saved = save_feature_store(
+        {"image_id": ids, "caption": texts, "image_features": image, "caption_features": caption}, tmp_path / "s", META
+    )
     dataset, metadata = load_feature_store(tmp_path / "s")
     assert len(saved) == len(dataset) == 6
     assert list(dataset["image_id"]) == ids and list(dataset["caption"]) == texts
@@ -44,8 +51,14 @@ def test_save_from_rows_and_from_a_dataset_with_variable_length_lists(tmp_path):
     assert load_feature_store(tmp_path / "rows")[1]["caption_dim"] is None
 
     # a plain Dataset whose features are float64, variable-length lists is cast to fixed float32
-    plain = Dataset.from_dict({"image_id": ["x", "y", "z"], "caption": ["1", "2", "3"],
-                               "image_features": image.astype(np.float64).tolist(), "extra": [1, 2, 3]})
+    plain = Dataset.from_dict(
+        {
+            "image_id": ["x", "y", "z"],
+            "caption": ["1", "2", "3"],
+            "image_features": image.astype(np.float64).tolist(),
+            "extra": [1, 2, 3],
+        }
+    )
     dataset = save_feature_store(plain, tmp_path / "ds", META)
     assert str(dataset.features["image_features"]) == "List(Value('float32'), length=4)"
     assert dataset.column_names == ["image_id", "caption", "image_features"]

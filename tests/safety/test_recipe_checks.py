@@ -108,8 +108,11 @@ def _store(folder, features):
 
     n = len(features)
     save_feature_store(
-        {"image_id": [f"i{k}" for k in range(n)], "caption": [f"a caption {k}" for k in range(n)],
-         "image_features": features},
+        {
+            "image_id": [f"i{k}" for k in range(n)],
+            "caption": [f"a caption {k}" for k in range(n)],
+            "image_features": features,
+        },
         folder,
         {"model": "test", "pretrained": None, "weights_sha256": None, "normalized": False, "source": "test"},
     )

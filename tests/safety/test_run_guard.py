@@ -137,8 +137,14 @@ def test_a_non_main_process_writes_nothing_when_saving(tiny_bert_dir, tmp_path):
             return False
 
     text, _ = tiny_data()
-    args = OtherRank(output_dir=str(tmp_path / "out"), eval_strategy="no", report_to="none", use_cpu=True,
-                     per_device_train_batch_size=4, max_steps=1)
+    args = OtherRank(
+        output_dir=str(tmp_path / "out"),
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        per_device_train_batch_size=4,
+        max_steps=1,
+    )
     trainer = DALRTrainer(build_student(tiny_bert_dir), args, text_dataset=text)
     trainer._save(str(tmp_path / "checkpoint-1"))
     assert not (tmp_path / "checkpoint-1").exists()
@@ -149,8 +155,15 @@ def test_import_kdmcse_overwrite_with_a_bad_file_keeps_the_good_store(tmp_path):
     from dalr_hf.features import load_feature_store
 
     rng = np.random.default_rng(0)
-    good = {f"k{i}": {"image": f"{i}.jpg", "image_feat": rng.normal(size=4).tolist(), "captions": ["one", "two"],
-                      "lang_feat": rng.normal(size=(2, 4)).tolist()} for i in range(3)}
+    good = {
+        f"k{i}": {
+            "image": f"{i}.jpg",
+            "image_feat": rng.normal(size=4).tolist(),
+            "captions": ["one", "two"],
+            "lang_feat": rng.normal(size=(2, 4)).tolist(),
+        }
+        for i in range(3)
+    }
     (tmp_path / "good.json").write_text(json.dumps(good))
     bad = dict(good, k9={"image": "9.jpg", "image_feat": [1.0, 2.0], "captions": ["x"], "lang_feat": [[1.0, 2.0]]})
     (tmp_path / "bad.json").write_text(json.dumps(bad))
@@ -158,14 +171,24 @@ def test_import_kdmcse_overwrite_with_a_bad_file_keeps_the_good_store(tmp_path):
     assert main(["import-kdmcse", "--json", str(tmp_path / "good.json"), "--output", str(store), "--no-progress"]) == 0
     before = {p.name: p.read_bytes() for p in store.iterdir() if p.is_file()}
     with pytest.raises(SystemExit, match="error: "):
-        main(["import-kdmcse", "--json", str(tmp_path / "bad.json"), "--output", str(store), "--overwrite",
-              "--no-progress"])
+        main(
+            [
+                "import-kdmcse",
+                "--json",
+                str(tmp_path / "bad.json"),
+                "--output",
+                str(store),
+                "--overwrite",
+                "--no-progress",
+            ]
+        )
     assert {p.name: p.read_bytes() for p in store.iterdir() if p.is_file()} == before
     assert len(load_feature_store(store)[0]) == 6
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
     # a good replacement does replace it
     (tmp_path / "two.json").write_text(json.dumps({k: good[k] for k in ("k0", "k1")}))
-    main(["import-kdmcse", "--json", str(tmp_path / "two.json"), "--output", str(store), "--overwrite",
-          "--no-progress"])
+    main(
+        ["import-kdmcse", "--json", str(tmp_path / "two.json"), "--output", str(store), "--overwrite", "--no-progress"]
+    )
     assert len(load_feature_store(store)[0]) == 4
     time.sleep(0)
