@@ -30,14 +30,15 @@ def model_settings(model: SentenceTransformer) -> dict:
     """``{"pooling": str, "max_seq_length": int}`` of a SentenceTransformer (pooling "none" without a Pooling)."""
     pooling = "none"
     for module in model:
-        if hasattr(module, "get_pooling_mode_str"):
-            pooling = str(module.get_pooling_mode_str())
+        describe = getattr(module, "get_pooling_mode_str", None)
+        if callable(describe):
+            pooling = str(describe())
             break
         mode = getattr(module, "pooling_mode", None)
         if isinstance(mode, str):
             pooling = mode
             break
-    return {"pooling": pooling, "max_seq_length": int(model.max_seq_length)}
+    return {"pooling": pooling, "max_seq_length": int(model.max_seq_length or 0)}
 
 
 def load_base_as_shipped(path: str, device: str | None = None) -> SentenceTransformer:

@@ -269,15 +269,15 @@ class no_space_message:  # noqa: N801 - used as a context manager, like contextl
     def __enter__(self) -> no_space_message:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         # OSError, torch's RuntimeError ("iostream error") and safetensors' SafetensorError (a plain Exception)
         if exc is None or not isinstance(exc, Exception) or isinstance(exc, DiskFullError):
-            return False
+            return None
         full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
         if not full and any(text in str(exc).lower() for text in _WRITE_FAILURES):
             full = True
         if not full:
-            return False
+            return None
         target = getattr(exc, "filename", None) or _newest_file(self.output_dir)
         try:
             free = shutil.disk_usage(self.output_dir).free

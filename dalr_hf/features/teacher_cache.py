@@ -272,6 +272,7 @@ def _encode_chunk_with_tokens(
             states = weighted if states is None else states + weighted
             embeddings[k][start : start + len(batch)] = pooled.cpu().numpy()
             counts[start : start + len(batch)] = mask.sum(dim=1).cpu().numpy()
+        assert states is not None  # an ensemble has at least one teacher
         mixed[start : start + len(batch)] = states.cpu().numpy()
     return embeddings, mixed, counts
 

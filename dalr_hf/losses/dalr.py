@@ -128,6 +128,8 @@ class DALRLoss(nn.Module):
                 f"teachers must be a TeacherEnsemble, CachedTeachers or None, got {type(teachers).__name__}"
             )
         self.teachers = online
+        self.teacher_weights: list[float] | None
+        self.teacher_fingerprints: list[dict] | None
         if teacher_weights is not None:
             self.teacher_weights = [float(w) for w in teacher_weights]
         elif teachers is not None:
