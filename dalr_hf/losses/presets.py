@@ -13,95 +13,64 @@ import difflib
 import math
 from dataclasses import dataclass, field, fields
 
+# The authors' math, with the engineering fixes of docs/method.md#departures-from-the-authors-code that do not
+# change it.
+_REFERENCE: dict = {
+    "arc_margin_text": 0.18,
+    "arc_margin_ground": 0.18,
+    "adaptive_margin_ground": True,
+    "cons_weight": 0.01,
+    "mismatch": "roll5",
+    "use_g2l": True,
+    "g2l_norm": "token_axis",
+    "ground_weight_location": "inside_cml",
+    "ground_weight": 0.1,
+    "kl_margin": True,
+    "listmle_exact": False,
+    "teacher_sim_fp16": True,
+    "drop_last_paired": False,
+    # ---- quality knobs: see docs/quality.md ----
+    "student_head": "mlp",
+    "rank_reduction": "sum",
+    "cma_space": "mlp_vs_clip",
+    "teacher_t2t": "mix_features",
+    "kl_student_temp": 0.45,
+    "kl_teacher_temp": 0.5,
+}
+# The paper summary's reading: plain cosines, consistency weight 1 with a random derangement, no g2l,
+# grounding in the baseline with its own weight.
+_PAPER: dict = {
+    **_REFERENCE,
+    "arc_margin_text": 0.0,
+    "arc_margin_ground": 0.0,
+    "adaptive_margin_ground": False,
+    "cons_weight": 1.0,
+    "mismatch": "derangement",
+    "use_g2l": False,
+    "g2l_norm": "feature_axis",
+    "ground_weight_location": "baseline",
+    "kl_margin": False,
+    "listmle_exact": True,
+    "teacher_sim_fp16": False,
+}
 PRESETS: dict[str, dict] = {
-    # The authors' math, with the engineering fixes of docs/method.md#departures-from-the-authors-code that do not change it.
-    "reference": {
-        "arc_margin_text": 0.18,
-        "arc_margin_ground": 0.18,
-        "adaptive_margin_ground": True,
-        "cons_weight": 0.01,
-        "mismatch": "roll5",
-        "use_g2l": True,
-        "g2l_norm": "token_axis",
-        "ground_weight_location": "inside_cml",
-        "ground_weight": 0.1,
-        "kl_margin": True,
-        "listmle_exact": False,
-        "teacher_sim_fp16": True,
-        "drop_last_paired": False,
-        # ---- quality knobs: see docs/quality.md ----
-        "student_head": "mlp",
-        "rank_reduction": "sum",
-        "cma_space": "mlp_vs_clip",
-        "teacher_t2t": "mix_features",
-        "kl_student_temp": 0.45,
-        "kl_teacher_temp": 0.5,
-    },
-    # The paper summary's reading: plain cosines, consistency weight 1 with a random derangement, no g2l,
-    # grounding in the baseline with its own weight.
-    "paper": {
-        "arc_margin_text": 0.0,
-        "arc_margin_ground": 0.0,
-        "adaptive_margin_ground": False,
-        "cons_weight": 1.0,
-        "mismatch": "derangement",
-        "use_g2l": False,
-        "g2l_norm": "feature_axis",
-        "ground_weight_location": "baseline",
-        "ground_weight": 0.1,
-        "kl_margin": False,
-        "listmle_exact": True,
-        "teacher_sim_fp16": False,
-        "drop_last_paired": False,
-        # ---- quality knobs: see docs/quality.md ----
-        "student_head": "mlp",
-        "rank_reduction": "sum",
-        "cma_space": "mlp_vs_clip",
-        "teacher_t2t": "mix_features",
-        "kl_student_temp": 0.45,
-        "kl_teacher_temp": 0.5,
-    },
+    "reference": _REFERENCE,
+    "paper": _PAPER,
     # Reference math with its numerical and data quirks fixed.
     "clean": {
-        "arc_margin_text": 0.18,
-        "arc_margin_ground": 0.18,
-        "adaptive_margin_ground": True,
-        "cons_weight": 0.01,
+        **_REFERENCE,
         "mismatch": "derangement",
-        "use_g2l": True,
         "g2l_norm": "feature_axis",
-        "ground_weight_location": "inside_cml",
-        "ground_weight": 0.1,
-        "kl_margin": True,
         "listmle_exact": True,
         "teacher_sim_fp16": False,
         "drop_last_paired": True,
-        # ---- quality knobs: see docs/quality.md ----
-        "student_head": "mlp",
-        "rank_reduction": "sum",
-        "cma_space": "mlp_vs_clip",
-        "teacher_t2t": "mix_features",
-        "kl_student_temp": 0.45,
-        "kl_teacher_temp": 0.5,
     },
-    # Fine-tuning an already-trained sentence encoder (docs/quality.md): the student's own embedding is trained
-    # (no fresh random MLP head), no angular margins on its already-calibrated logits, ListMLE on InfoNCE's scale,
-    # the cross-modal KL in the learned grounding space (not against foreign image vectors), teachers of any width.
+    # Fine-tuning an already-trained sentence encoder (docs/quality.md): the paper's plain cosines, and the student's
+    # own embedding trained (no fresh random MLP head), ListMLE on InfoNCE's scale, the cross-modal KL in the learned
+    # grounding space (not against foreign image vectors), teachers of any width.
     "finetune": {
-        "arc_margin_text": 0.0,
-        "arc_margin_ground": 0.0,
-        "adaptive_margin_ground": False,
-        "cons_weight": 1.0,
-        "mismatch": "derangement",
-        "use_g2l": False,
-        "g2l_norm": "feature_axis",
-        "ground_weight_location": "baseline",
-        "ground_weight": 0.1,
-        "kl_margin": False,
-        "listmle_exact": True,
-        "teacher_sim_fp16": False,
+        **_PAPER,
         "drop_last_paired": True,
-        # ---- quality knobs: see docs/quality.md ----
         "student_head": "none",
         "rank_reduction": "mean",
         "cma_space": "grounding",
