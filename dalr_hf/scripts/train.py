@@ -353,9 +353,11 @@ def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> 
         "schedule": trainer.schedule.summary(),
         "truncation": trainer.truncation_report(),
         "output_dir": args.output_dir,
-        # a student below its base as shipped is said first, then the run's own alarms (collapse, divergence)
-        "warnings": ([] if comparison["improved"] else [comparison["verdict"]])
-        + run_warnings(metric, before[metric], after[metric], trainer.state.log_history, bool(args.greater_is_better)),
+        # the run's own alarms first (collapse, divergence), then a student that ends below its base as shipped
+        "warnings": run_warnings(
+            metric, before[metric], after[metric], trainer.state.log_history, bool(args.greater_is_better)
+        )
+        + ([] if comparison["improved"] else [comparison["verdict"]]),
     }
     if trainer.is_world_process_zero():
         with open(os.path.join(args.output_dir, "dalr_run_report.json"), "w") as f:

@@ -214,7 +214,8 @@ def test_one_card_per_run_and_resaving_keeps_it(trained_run, tmp_path):
     assert (tmp_path / "resaved" / "README.md").read_text() == out_card
     # a later export from the folder renders the same sections, training logs included
     data = _card_data(trained_run)
-    assert "**2**" in data["sentence_transformers"]["eval_lines"]  # the kept checkpoint's row, in bold
+    kept = int(trained_run.trainer.state.best_model_checkpoint.rsplit("-", 1)[1])
+    assert f"**{kept}**" in data["sentence_transformers"]["eval_lines"]  # the kept checkpoint's row, in bold
     later = render_model_card(data, model_id="my-org/dalr-tiny")
     assert "### Training logs" in later and "### Training time" in later
 

@@ -42,7 +42,7 @@ def test_a_scalar_for_a_list_key_is_refused_not_split_into_characters(recipe, no
         ("learning_rate", "fast", "learning_rate: expected a number, got 'fast'"),
         ("lora", "yes please", "lora: expected true or false"),
         ("eval_strategy", "sometimes", "eval_strategy: expected one of ['no', 'steps', 'epoch'], got 'sometimes'"),
-        ("preset", "fastest", "preset: expected one of ['reference', 'paper', 'clean'], got 'fastest'"),
+        ("preset", "fastest", "preset: expected one of ['reference', 'paper', 'clean', 'finetune'], got 'fastest'"),
         ("teacher_weights", [1.0, "x"], "teacher_weights: item 1: expected a number, got 'x'"),
         ("max_seq_length", [32], "max_seq_length: expected an integer, got a list"),
     ],
