@@ -73,3 +73,17 @@ def write_coco(path: Path, captions=CAPTIONS) -> Path:
         annotations += [{"image_id": 500 + i, "id": 10 * i + k, "caption": c + " \n"} for k, c in enumerate(caps)]
     path.write_text(json.dumps({"info": {}, "images": images, "annotations": annotations}), encoding="utf-8")
     return path
+
+
+def kdmcse_entries(n: int = 3, dim: int = 4, seed: int = 0) -> dict:
+    """A small KDMCSE-format feature file's content: ``n`` images, two captions each, random features."""
+    rng = np.random.default_rng(seed)
+    return {
+        f"k{i}": {
+            "image": f"{i}.jpg",
+            "image_feat": rng.normal(size=dim).tolist(),
+            "captions": ["one", "two"],
+            "lang_feat": rng.normal(size=(2, dim)).tolist(),
+        }
+        for i in range(n)
+    }

@@ -15,7 +15,13 @@ import pytest
 from dalr_hf.features import attach_teacher_cache, load_feature_store, load_teacher_cache, save_feature_store
 from dalr_hf.features.cli import main, register
 from dalr_hf.teachers import TeacherEnsemble
-from tests.features.feature_helpers import IMAGES, SMALLEST_BUILTIN_CLIP, write_images, write_karpathy
+from tests.features.feature_helpers import (
+    IMAGES,
+    SMALLEST_BUILTIN_CLIP,
+    kdmcse_entries,
+    write_images,
+    write_karpathy,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,16 +64,7 @@ def test_extract_features_with_a_builtin_open_clip_model(tmp_path):
 
 
 def test_import_kdmcse_runs_as_a_module(tmp_path):
-    rng = np.random.default_rng(0)
-    data = {
-        f"k{i}": {
-            "image": f"{i}.jpg",
-            "image_feat": rng.normal(size=4).tolist(),
-            "captions": ["one", "two"],
-            "lang_feat": rng.normal(size=(2, 4)).tolist(),
-        }
-        for i in range(3)
-    }
+    data = kdmcse_entries()
     (tmp_path / "f.json").write_text(json.dumps(data))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run(

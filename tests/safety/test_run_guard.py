@@ -10,12 +10,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from dalr_hf.checkpoints import CheckpointError
 from dalr_hf.run_guard import LOCK_FILE, RUN_FILE, OutputDirInUse, OutputDirLock, read_run_id
 from dalr_hf.scripts.train import main as train_main
+from tests.features.feature_helpers import kdmcse_entries
 from tests.safety.conftest import Tripwire
 
 
@@ -154,16 +154,7 @@ def test_import_kdmcse_overwrite_with_a_bad_file_keeps_the_good_store(tmp_path):
     from dalr_hf.cli import main
     from dalr_hf.features import load_feature_store
 
-    rng = np.random.default_rng(0)
-    good = {
-        f"k{i}": {
-            "image": f"{i}.jpg",
-            "image_feat": rng.normal(size=4).tolist(),
-            "captions": ["one", "two"],
-            "lang_feat": rng.normal(size=(2, 4)).tolist(),
-        }
-        for i in range(3)
-    }
+    good = kdmcse_entries()
     (tmp_path / "good.json").write_text(json.dumps(good))
     bad = dict(good, k9={"image": "9.jpg", "image_feat": [1.0, 2.0], "captions": ["x"], "lang_feat": [[1.0, 2.0]]})
     (tmp_path / "bad.json").write_text(json.dumps(bad))
