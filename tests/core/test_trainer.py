@@ -164,19 +164,13 @@ def test_cached_teacher_embeddings_give_the_online_losses(tmp_path, tiny_bert_di
     student = build_student(tiny_bert_dir)
     text, paired = _data()
     args = tiny_training_args(tmp_path, use_g2l=False, mismatch="roll5", teacher_sim_fp16=False)
-    online = DALRTrainer(model=student, args=args, text_dataset=text, paired_dataset=paired, teachers=teachers)
+    same = {"model": student, "args": args, "text_dataset": text}  # the two trainers differ only in their teachers
+    online = DALRTrainer(**same, paired_dataset=paired, teachers=teachers)
     cached_embeddings = teachers(list(paired["caption"])).embeddings
     cached_pairs = paired
     for k, emb in enumerate(cached_embeddings):
         cached_pairs = cached_pairs.add_column(f"teacher_emb_{k}", emb.numpy().tolist())
-    cached = DALRTrainer(
-        model=student,
-        args=args,
-        text_dataset=text,
-        paired_dataset=cached_pairs,
-        teachers=None,
-        teacher_weights=teachers.weights,
-    )
+    cached = DALRTrainer(**same, paired_dataset=cached_pairs, teachers=None, teacher_weights=teachers.weights)
     cached.loss.load_state_dict(online.loss.state_dict())
     batch = next(iter(cached.get_train_dataloader()))
     assert "teacher_emb_0" in batch and bool(batch["paired"])

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from dalr_hf.checkpoints import MANIFEST_FILE, CheckpointError, last_complete_checkpoint, verify_checkpoint
+from tests.recipe_fixtures import stand_in_recipe, write_inputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -272,37 +273,9 @@ def test_the_recipe_under_two_processes_holds_one_lock_and_builds_the_stand_in_s
 ):
     import yaml
 
-    data = os.path.join(ROOT, "data")
-    corpus, captions = tmp_path / "corpus.txt", tmp_path / "captions.txt"
-    with open(os.path.join(data, "demo", "wiki1m_slice.txt"), encoding="utf-8") as f:
-        corpus.write_text("".join(f.readlines()[:32]), encoding="utf-8")
-    with open(os.path.join(data, "demo", "flickr30k_captions_slice.txt"), encoding="utf-8") as f:
-        captions.write_text("".join(f.readlines()[:16]), encoding="utf-8")
-    sts = tmp_path / "downstream" / "STS" / "STSBenchmark"
-    sts.mkdir(parents=True)
-    dev = os.path.join(data, "senteval", "downstream", "STS", "STSBenchmark", "sts-dev.csv")
-    with open(dev, encoding="utf-8") as f:
-        (sts / "sts-dev.csv").write_text("".join(f.readlines()[:40]), encoding="utf-8")
     out = tmp_path / "out"
-    recipe = {
-        "student_model": tiny_bert_dir,
-        "teachers": [tiny_teacher_dir],
-        "text_corpus": str(corpus),
-        "stand_in_captions": str(captions),
-        "stand_in_dim": 32,
-        "eval_data_dir": str(tmp_path / "downstream"),
-        "output_dir": str(out),
-        "per_device_train_batch_size": 2,
-        "max_steps": 4,
-        "eval_steps": 2,
-        "save_strategy": "steps",
-        "save_steps": 2,
-        "load_best_model_at_end": False,
-        "save_total_limit": None,
-        "report_to": "none",
-        "export_dir": "none",
-        "use_cpu": True,
-    }
+    inputs = write_inputs(tmp_path, corpus_lines=32, caption_lines=16)
+    recipe = stand_in_recipe(tiny_bert_dir, tiny_teacher_dir, inputs, out, per_device_train_batch_size=2)
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     result = _run([*LAUNCH, os.path.join(ROOT, "examples", "train_dalr.py"), "--config", str(tmp_path / "recipe.yaml")])
     assert result.stderr.count("built STAND-IN image features") == 1  # the main process built it, rank 1 reused it

@@ -48,38 +48,33 @@ class RecordingTrainer(DALRTrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def build_trainer(
-    student_dir: str,
-    teacher_dir: str,
-    output_dir: str,
-    max_steps: int = 8,
-    save_steps: int = 2,
-    batch_size: int = 8,
-    gather: bool = False,
-    preset: str = "reference",
-) -> DALRTrainer:
+def build_trainer(student_dir: str, teacher_dir: str, output_dir: str, **overrides) -> DALRTrainer:
+    """A RecordingTrainer of ``student_dir`` with two teachers on random data: 8 steps of batch 8 on the CPU with the
+    'reference' preset, a checkpoint every 2 steps and no evaluation; ``overrides`` are DALRTrainingArguments."""
     student = build_student(student_dir)
     teachers = TeacherEnsemble.from_configs(
         [{"name_or_path": teacher_dir, "weight": 0.4}, {"name_or_path": student_dir, "weight": 0.6, "pooler": "mean"}]
     )
     text, paired = data(student[0].get_embedding_dimension())
-    args = DALRTrainingArguments(
+    values = dict(
         output_dir=output_dir,
-        preset=preset,
-        per_device_train_batch_size=batch_size,
-        max_steps=max_steps,
+        preset="reference",
+        per_device_train_batch_size=8,
+        max_steps=8,
         learning_rate=1e-3,
         eval_strategy="no",
         save_strategy="steps",
-        save_steps=save_steps,
+        save_steps=2,
         load_best_model_at_end=False,
         save_total_limit=None,
         logging_steps=1,
         report_to="none",
-        gather_across_devices=gather,
+        gather_across_devices=False,
         use_cpu=True,
         dataloader_num_workers=0,
     )
+    values.update(overrides)
+    args = DALRTrainingArguments(**values)
     return RecordingTrainer(model=student, args=args, text_dataset=text, paired_dataset=paired, teachers=teachers)
 
 
@@ -88,12 +83,13 @@ def main() -> None:
     parser.add_argument("--student", required=True)
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--output_dir", required=True)
+    # the options that override build_trainer's training arguments: their dest is the argument's name
     parser.add_argument("--max_steps", type=int, default=8)
     parser.add_argument("--save_steps", type=int, default=2)
-    parser.add_argument("--batch_size", type=int, default=8, help="per process")
-    parser.add_argument("--resume", default=None)
-    parser.add_argument("--gather", action="store_true")
+    parser.add_argument("--batch_size", dest="per_device_train_batch_size", type=int, default=8, help="per process")
+    parser.add_argument("--gather", dest="gather_across_devices", action="store_true")
     parser.add_argument("--preset", default="reference")
+    parser.add_argument("--resume", default=None)
     parser.add_argument("--fsize_limit", type=int, default=None, help="RLIMIT_FSIZE in bytes (simulates a full disk)")
     parser.add_argument("--report", default=None, help="write the final student weights' summary here (JSON)")
     cli = parser.parse_args()
@@ -101,16 +97,8 @@ def main() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, like ENOSPC
         resource.setrlimit(resource.RLIMIT_FSIZE, (cli.fsize_limit, cli.fsize_limit))
 
-    trainer = build_trainer(
-        cli.student,
-        cli.teacher,
-        cli.output_dir,
-        max_steps=cli.max_steps,
-        save_steps=cli.save_steps,
-        batch_size=cli.batch_size,
-        gather=cli.gather,
-        preset=cli.preset,
-    )
+    training = ("max_steps", "save_steps", "per_device_train_batch_size", "gather_across_devices", "preset")
+    trainer = build_trainer(cli.student, cli.teacher, cli.output_dir, **{name: getattr(cli, name) for name in training})
     args = trainer.args
     resume = True if cli.resume == "last" else cli.resume
     trainer.train(resume_from_checkpoint=resume)

@@ -14,22 +14,14 @@ from dalr_hf.evaluation.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASK_FAILED, ma
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _evaluate(model: str, tasks: str, data_dir, output, *options: str) -> int:
+    """``dalr-hf evaluate MODEL --tasks TASKS --data-dir DATA_DIR --output OUTPUT [OPTIONS]``; the exit code."""
+    return main(["evaluate", model, "--tasks", tasks, "--data-dir", str(data_dir), "--output", str(output), *options])
+
+
 def test_evaluate_prints_table_and_writes_json(tiny_bert_dir, small_sts_dir, tmp_path, capsys):
     output = tmp_path / "out" / "report.json"
-    code = main(
-        [
-            "evaluate",
-            tiny_bert_dir,
-            "--tasks",
-            "STSBenchmark,STSBenchmark-dev",
-            "--data-dir",
-            str(small_sts_dir),
-            "--batch-size",
-            "32",
-            "--output",
-            str(output),
-        ]
-    )
+    code = _evaluate(tiny_bert_dir, "STSBenchmark,STSBenchmark-dev", small_sts_dir, output, "--batch-size", "32")
     printed = capsys.readouterr().out
     assert code == EXIT_OK
     assert "| STS-B | STS-B dev |" in printed and f"JSON report: {output}" in printed
@@ -40,11 +32,10 @@ def test_evaluate_prints_table_and_writes_json(tiny_bert_dir, small_sts_dir, tmp
 
 
 def test_progress_bars_by_default_and_quiet_hides_them(tiny_bert_dir, small_sts_dir, tmp_path, capsys):
-    args = ["evaluate", tiny_bert_dir, "--tasks", "STSBenchmark", "--data-dir", str(small_sts_dir)]
-    assert main([*args, "--output", str(tmp_path / "a.json")]) == EXIT_OK
+    assert _evaluate(tiny_bert_dir, "STSBenchmark", small_sts_dir, tmp_path / "a.json") == EXIT_OK
     shown = capsys.readouterr().err
     assert "Batches" in shown and "%|" in shown  # sentence-transformers' tqdm bar over the encoding
-    assert main([*args, "--output", str(tmp_path / "b.json"), "--quiet"]) == EXIT_OK
+    assert _evaluate(tiny_bert_dir, "STSBenchmark", small_sts_dir, tmp_path / "b.json", "--quiet") == EXIT_OK
     quiet = capsys.readouterr().err
     assert "Batches" not in quiet and "%|" not in quiet
     import huggingface_hub.utils
@@ -55,29 +46,14 @@ def test_progress_bars_by_default_and_quiet_hides_them(tiny_bert_dir, small_sts_
 
 
 def test_wmean_option_is_labelled(tiny_bert_dir, small_sts_dir, tmp_path, capsys):
-    code = main(
-        [
-            "evaluate",
-            tiny_bert_dir,
-            "--tasks",
-            "STSBenchmark",
-            "--data-dir",
-            str(small_sts_dir),
-            "--aggregation",
-            "wmean",
-            "--output",
-            str(tmp_path / "w.json"),
-        ]
-    )
+    code = _evaluate(tiny_bert_dir, "STSBenchmark", small_sts_dir, tmp_path / "w.json", "--aggregation", "wmean")
     assert code == EXIT_OK
     assert "'wmean' aggregation" in capsys.readouterr().out
     assert json.loads((tmp_path / "w.json").read_text())["sts"]["tasks"]["STSBenchmark"]["aggregation"] == "wmean"
 
 
 def test_missing_data_exits_2_and_names_the_file(tiny_bert_dir, tmp_path, capsys):
-    code = main(
-        ["evaluate", tiny_bert_dir, "--tasks", "sts", "--data-dir", str(tmp_path), "--output", str(tmp_path / "x.json")]
-    )
+    code = _evaluate(tiny_bert_dir, "sts", tmp_path, tmp_path / "x.json")
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT
     assert "dalr-hf evaluate: error: STS12: expected file" in err and "STS.input.MSRpar.txt" in err
@@ -85,18 +61,7 @@ def test_missing_data_exits_2_and_names_the_file(tiny_bert_dir, tmp_path, capsys
 
 
 def test_nan_model_exits_1(nan_model_dir, small_sts_dir, tmp_path, capsys):
-    code = main(
-        [
-            "evaluate",
-            nan_model_dir,
-            "--tasks",
-            "STSBenchmark",
-            "--data-dir",
-            str(small_sts_dir),
-            "--output",
-            str(tmp_path / "nan.json"),
-        ]
-    )
+    code = _evaluate(nan_model_dir, "STSBenchmark", small_sts_dir, tmp_path / "nan.json")
     assert code == EXIT_TASK_FAILED
     assert "FAILED" in capsys.readouterr().out
     assert json.loads((tmp_path / "nan.json").read_text())["ok"] is False

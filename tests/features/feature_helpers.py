@@ -11,6 +11,15 @@ from PIL import Image
 # Six images, three captions each (the third image has its captions listed out of order in the token file).
 IMAGES = [f"{1000 + i}.jpg" for i in range(6)]
 CAPTIONS = {name: [f"photo {i} caption {k} with a dog" for k in range(3)] for i, name in enumerate(IMAGES)}
+# The metadata of a stand-in feature store (random unit-norm features in open_clip's layout, no CLIP model behind them).
+STAND_IN_META = {
+    "model": "stand-in",
+    "pretrained": None,
+    "weights_sha256": None,
+    "normalized": True,
+    "source": "open_clip",
+    "stand_in": True,
+}
 SMALLEST_BUILTIN_CLIP = "ViT-S-32-alt"  # the smallest built-in open_clip config (~43M parameters)
 # A 2-layer CLIP of open_clip's own architecture (CLIP class, SimpleTokenizer), loaded through open_clip's
 # 'local-dir:' schema: a folder with open_clip_config.json and no weights gives a random (seeded) model, offline.

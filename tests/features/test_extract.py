@@ -66,13 +66,18 @@ def _assert_same_store(a, b) -> None:
             assert ca[name] == cb[name], name
 
 
+def _extract_in_twos(image_dir, captions, out, encoder, **options):
+    """extract_features in batches and shards of two images (the six test images: shards 0, 1 and 2), no progress."""
+    return extract_features(
+        image_dir, captions, out, encoder=encoder, batch_size=2, shard_size=2, progress=False, **options
+    )
+
+
 @pytest.fixture(scope="module")
 def token_store(tmp_path_factory, image_dir, clip_encoder):
     root = tmp_path_factory.mktemp("token_store")
     captions = write_flickr_token(root / "results_20130124.token")
-    dataset, metadata = extract_features(
-        image_dir, captions, root / "store", encoder=clip_encoder, batch_size=2, shard_size=2, progress=False
-    )
+    dataset, metadata = _extract_in_twos(image_dir, captions, root / "store", clip_encoder)
     return dataset, metadata, captions
 
 
@@ -117,33 +122,26 @@ def test_store_is_memory_mapped_from_its_folder(token_store):
 def test_karpathy_and_coco_formats_give_the_same_features(tmp_path, token_store, image_dir, clip_encoder):
     reference = _columns(token_store[0])
     karpathy = write_karpathy(tmp_path / "dataset_flickr30k.json")
-    ds_k, meta_k = extract_features(
-        image_dir, karpathy, tmp_path / "k", encoder=clip_encoder, batch_size=2, shard_size=2, progress=False
-    )
+    ds_k, meta_k = _extract_in_twos(image_dir, karpathy, tmp_path / "k", clip_encoder)
     assert meta_k["caption_format"] == "karpathy" and meta_k["splits"] == ["train"]
     _assert_same_store(ds_k, token_store[0])
 
     # COCO layout: images under a train2014 folder, numeric ids
     coco_images = write_images(tmp_path / "coco" / "train2014")
     coco = write_coco(tmp_path / "captions_train2014.json")
-    ds_c, meta_c = extract_features(
-        coco_images, coco, tmp_path / "c", encoder=clip_encoder, batch_size=2, shard_size=2, progress=False
-    )
+    ds_c, meta_c = _extract_in_twos(coco_images, coco, tmp_path / "c", clip_encoder)
     assert meta_c["caption_format"] == "coco"
     assert list(ds_c["image_id"])[:3] == ["500"] * 3
     np.testing.assert_array_equal(_columns(ds_c)["image_features"], reference["image_features"])
     np.testing.assert_array_equal(_columns(ds_c)["caption_features"], reference["caption_features"])
 
     # Karpathy COCO: file names relative to the 'filepath' folder under the image root
-    ds_kc, _ = extract_features(
+    ds_kc, _ = _extract_in_twos(
         tmp_path / "coco",
         write_karpathy(tmp_path / "dataset_coco.json", coco=True),
         tmp_path / "kc",
-        encoder=clip_encoder,
-        batch_size=2,
-        shard_size=2,
+        clip_encoder,
         caption_features=False,
-        progress=False,
     )
     assert "caption_features" not in ds_kc.column_names
     np.testing.assert_array_equal(_columns(ds_kc)["image_features"], reference["image_features"])
@@ -151,29 +149,16 @@ def test_karpathy_and_coco_formats_give_the_same_features(tmp_path, token_store,
 
 def test_extraction_is_deterministic_and_rerun_reuses_the_store(tmp_path, token_store, image_dir, clip_encoder):
     dataset, metadata, captions = token_store
-    again, meta_again = extract_features(
-        image_dir, captions, tmp_path / "again", encoder=clip_encoder, batch_size=2, shard_size=2, progress=False
-    )
+    again, meta_again = _extract_in_twos(image_dir, captions, tmp_path / "again", clip_encoder)
     _assert_same_store(again, dataset)
     assert meta_again["config_sha256"] == metadata["config_sha256"]
     # a rerun on the finished store loads it and encodes nothing
     counting = InterruptingEncoder(clip_encoder)
-    extract_features(
-        image_dir, captions, tmp_path / "again", encoder=counting, batch_size=2, shard_size=2, progress=False
-    )
+    _extract_in_twos(image_dir, captions, tmp_path / "again", counting)
     assert counting.images == 0
     # a finished store made with another configuration is refused, naming the difference
     with pytest.raises(FileExistsError, match="normalize"):
-        extract_features(
-            image_dir,
-            captions,
-            tmp_path / "again",
-            encoder=clip_encoder,
-            batch_size=2,
-            shard_size=2,
-            normalize=False,
-            progress=False,
-        )
+        _extract_in_twos(image_dir, captions, tmp_path / "again", clip_encoder, normalize=False)
 
 
 def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, token_store, image_dir, clip_encoder):
@@ -181,15 +166,7 @@ def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, token_store,
     out = tmp_path / "store"
     # batch_size 2, shard_size 2: batch 2 is the first (and only) batch of shard 1 -> shard 0 is complete
     with pytest.raises(KeyboardInterrupt):
-        extract_features(
-            image_dir,
-            captions,
-            out,
-            encoder=InterruptingEncoder(clip_encoder, interrupt_at=2),
-            batch_size=2,
-            shard_size=2,
-            progress=False,
-        )
+        _extract_in_twos(image_dir, captions, out, InterruptingEncoder(clip_encoder, interrupt_at=2))
     assert (out / "_partial" / "shard-00000.json").is_file() and not (out / "_partial" / "shard-00001").exists()
     with pytest.raises(FileNotFoundError, match="unfinished"):
         load_feature_store(out)
@@ -198,9 +175,7 @@ def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, token_store,
         extract_features(image_dir, captions, out, encoder=clip_encoder, batch_size=2, shard_size=3, progress=False)
 
     resumed = InterruptingEncoder(clip_encoder)
-    dataset, metadata = extract_features(
-        image_dir, captions, out, encoder=resumed, batch_size=2, shard_size=2, progress=False
-    )
+    dataset, metadata = _extract_in_twos(image_dir, captions, out, resumed)
     assert resumed.images == 4  # shards 1 and 2 only
     _assert_same_store(dataset, reference)
     assert {k: v for k, v in metadata.items() if k != "files"} == {k: v for k, v in ref_meta.items() if k != "files"}
@@ -211,23 +186,13 @@ def test_truncated_shard_is_recomputed_on_resume(tmp_path, token_store, image_di
     reference, _, captions = token_store
     out = tmp_path / "store"
     with pytest.raises(KeyboardInterrupt):
-        extract_features(
-            image_dir,
-            captions,
-            out,
-            encoder=InterruptingEncoder(clip_encoder, interrupt_at=3),
-            batch_size=2,
-            shard_size=2,
-            progress=False,
-        )
+        _extract_in_twos(image_dir, captions, out, InterruptingEncoder(clip_encoder, interrupt_at=3))
     arrow = next((out / "_partial" / "shard-00000").glob("*.arrow"))
     with open(arrow, "r+b") as f:
         f.truncate(arrow.stat().st_size // 2)
     resumed = InterruptingEncoder(clip_encoder)
     with caplog.at_level("WARNING"):
-        dataset, _ = extract_features(
-            image_dir, captions, out, encoder=resumed, batch_size=2, shard_size=2, progress=False
-        )
+        dataset, _ = _extract_in_twos(image_dir, captions, out, resumed)
     assert "shard 0" in caplog.text and "recomputing" in caplog.text
     assert resumed.images == 4  # shard 0 (damaged) and shard 2; shard 1 reused
     _assert_same_store(dataset, reference)
@@ -262,16 +227,7 @@ def test_a_shard_whose_images_are_all_missing(tmp_path, token_store, clip_encode
     for name in IMAGES[2:4]:  # all of shard 1 with shard_size 2
         (images / name).unlink()
     captions = write_flickr_token(tmp_path / "r.token")
-    dataset, metadata = extract_features(
-        images,
-        captions,
-        tmp_path / "s",
-        encoder=clip_encoder,
-        batch_size=2,
-        shard_size=2,
-        on_missing_image="skip",
-        progress=False,
-    )
+    dataset, metadata = _extract_in_twos(images, captions, tmp_path / "s", clip_encoder, on_missing_image="skip")
     assert metadata["skipped_image_files"] == IMAGES[2:4] and len(dataset) == 12
     kept = [i for i in range(18) if i // 3 not in (2, 3)]
     reference = _columns(token_store[0])
@@ -281,9 +237,7 @@ def test_a_shard_whose_images_are_all_missing(tmp_path, token_store, clip_encode
 def test_bf16_extraction_is_recorded_and_close_to_fp32(tmp_path, token_store, image_dir, tiny_clip):
     _, ref_meta, captions = token_store
     encoder = ClipEncoder(tiny_clip, pretrained=None, device="cpu", precision="bf16")
-    dataset, metadata = extract_features(
-        image_dir, captions, tmp_path / "bf16", encoder=encoder, batch_size=2, shard_size=2, progress=False
-    )
+    dataset, metadata = _extract_in_twos(image_dir, captions, tmp_path / "bf16", encoder)
     assert metadata["precision"] == "bf16" and metadata["weights_sha256"] == ref_meta["weights_sha256"]
     assert metadata["config_sha256"] != ref_meta["config_sha256"]
     got = _columns(dataset)["image_features"]

@@ -9,15 +9,7 @@ import pytest
 from datasets import Dataset
 
 from dalr_hf.features import load_feature_store, save_feature_store
-
-META = {
-    "model": "stand-in",
-    "pretrained": None,
-    "weights_sha256": None,
-    "normalized": True,
-    "source": "open_clip",
-    "stand_in": True,
-}
+from tests.features.feature_helpers import STAND_IN_META as META
 
 
 def _unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:

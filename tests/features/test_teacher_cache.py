@@ -14,6 +14,7 @@ from datasets.table import MemoryMappedTable
 
 from dalr_hf.features import attach_teacher_cache, build_teacher_cache, load_teacher_cache, save_feature_store
 from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble
+from tests.features.feature_helpers import STAND_IN_META
 
 ALPHA = 0.33
 SENTENCES = [
@@ -48,18 +49,10 @@ def paired(tmp_path_factory) -> Dataset:
     rng = np.random.default_rng(0)
     image = rng.normal(size=(len(SENTENCES), 8)).astype(np.float32)
     image /= np.linalg.norm(image, axis=1, keepdims=True)
-    meta = {
-        "model": "stand-in",
-        "pretrained": None,
-        "weights_sha256": None,
-        "normalized": True,
-        "source": "open_clip",
-        "stand_in": True,
-    }
     return save_feature_store(
         {"image_id": [str(i // 2) for i in range(len(SENTENCES))], "caption": SENTENCES, "image_features": image},
         tmp_path_factory.mktemp("paired") / "store",
-        meta,
+        STAND_IN_META,
     )
 
 

@@ -22,6 +22,7 @@ from dalr_hf.student import build_student
 from dalr_hf.teachers import Teacher, TeacherEnsemble
 from dalr_hf.trainer import DALRTrainer
 from dalr_hf.training_args import DALRTrainingArguments
+from tests.features.feature_helpers import STAND_IN_META
 from tests.tiny_fixtures import tiny_data
 
 ALPHA = 0.33
@@ -200,15 +201,19 @@ def test_trainer_runs_g2l_from_the_cache_without_teachers(
 ):
     text, _ = tiny_data(n_text=16)
     dataset = attach_teacher_cache(paired, token_cache, ensemble)
-    args = _args(tmp_path, preset="reference", max_steps=3, paired_batch_size=6)
-    trainer = DALRTrainer(
-        model=build_student(tiny_bert_dir),
-        args=args,
-        text_dataset=text,
-        paired_dataset=dataset,
-        teachers=None,
-        teacher_weights=ensemble.weights,
-    )
+
+    def trainer_without_teachers(student_dir: str, paired_dataset: Dataset, **overrides) -> DALRTrainer:
+        """A trainer whose teacher outputs all come from the cache in ``paired_dataset`` (no online teachers)."""
+        return DALRTrainer(
+            model=build_student(student_dir),
+            args=_args(tmp_path, preset="reference", **overrides),
+            text_dataset=text,
+            paired_dataset=paired_dataset,
+            teachers=None,
+            teacher_weights=ensemble.weights,
+        )
+
+    trainer = trainer_without_teachers(tiny_bert_dir, dataset, max_steps=3, paired_batch_size=6)
     trainer.train()
     g2l = [e["L_g2l"] for e in trainer.state.log_history if "L_g2l" in e]
     assert g2l and all(np.isfinite(v) and v > 0 for v in g2l)
@@ -216,24 +221,10 @@ def test_trainer_runs_g2l_from_the_cache_without_teachers(
     # a cache without token states cannot feed g2l without teachers: refused before training, saying what to do
     embeddings_only = attach_teacher_cache(paired, token_cache, ensemble, token_states=False)
     with pytest.raises(ValueError, match="use_g2l needs teacher token states.*cache-teachers"):
-        DALRTrainer(
-            model=build_student(tiny_bert_dir),
-            args=_args(tmp_path, preset="reference"),
-            text_dataset=text,
-            paired_dataset=embeddings_only,
-            teachers=None,
-            teacher_weights=ensemble.weights,
-        )
+        trainer_without_teachers(tiny_bert_dir, embeddings_only)
     with pytest.raises(ValueError, match="384-d vector with the cached teacher token states, which are 32-d"):
         # grounding-space CMA, so that the image width (32) is no obstacle and the token width check is reached
-        DALRTrainer(
-            model=build_student(minilm_path),
-            args=_args(tmp_path, preset="reference", cma_space="grounding"),
-            text_dataset=text,
-            paired_dataset=dataset,
-            teachers=None,
-            teacher_weights=ensemble.weights,
-        )
+        trainer_without_teachers(minilm_path, dataset, cma_space="grounding")
     with caplog.at_level(logging.INFO):
         DALRTrainer(
             model=build_student(tiny_bert_dir),
@@ -270,14 +261,7 @@ def test_train_script_uses_no_teacher_forward_pass_with_a_token_cache(
             "image_features": rng.standard_normal((len(CAPTIONS), 32)).astype(np.float32),
         },
         tmp_path / "store",
-        {
-            "model": "stand-in",
-            "pretrained": None,
-            "weights_sha256": None,
-            "normalized": False,
-            "source": "open_clip",
-            "stand_in": True,
-        },
+        dict(STAND_IN_META, normalized=False),
     )
     ensemble = TeacherEnsemble.from_configs(
         [{"name_or_path": tiny_teacher_dir, "weight": ALPHA}, {"name_or_path": tiny_bert_dir, "weight": 1 - ALPHA}]

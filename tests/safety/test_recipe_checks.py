@@ -12,6 +12,7 @@ import yaml
 
 from dalr_hf.scripts.train import main as train_main
 from dalr_hf.scripts.train import parse_args
+from tests.recipe_fixtures import save_tiny_feature_store
 
 
 def _refused(argv, match):
@@ -103,26 +104,10 @@ def test_a_non_utf8_corpus_names_the_file_line_and_byte(recipe, no_model_loading
     _refused(recipe(text_corpus=str(latin)), f"text_corpus: {latin} is not UTF-8: line 2, byte 8 of the line (0xe9)")
 
 
-def _store(folder, features):
-    from dalr_hf.features import save_feature_store
-
-    n = len(features)
-    save_feature_store(
-        {
-            "image_id": [f"i{k}" for k in range(n)],
-            "caption": [f"a caption {k}" for k in range(n)],
-            "image_features": features,
-        },
-        folder,
-        {"model": "test", "pretrained": None, "weights_sha256": None, "normalized": False, "source": "test"},
-    )
-    return str(folder)
-
-
 def test_all_zero_or_constant_image_features_are_refused(recipe, no_model_loading, tmp_path):
-    zeros = _store(tmp_path / "zeros", np.zeros((6, 8), dtype=np.float32))
+    zeros = save_tiny_feature_store(tmp_path / "zeros", np.zeros((6, 8), dtype=np.float32))
     _refused(recipe(stand_in_captions=..., paired_dataset=zeros), "image_features are all zero")
-    same = _store(tmp_path / "same", np.tile(np.arange(8, dtype=np.float32), (6, 1)))
+    same = save_tiny_feature_store(tmp_path / "same", np.tile(np.arange(8, dtype=np.float32), (6, 1)))
     _refused(recipe(stand_in_captions=..., paired_dataset=same), "every image has the same image_features")
 
 
