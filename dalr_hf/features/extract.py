@@ -34,9 +34,9 @@ from dalr_hf.features.store import (
     ShardedWriter,
     feature_store_features,
     fixed_size_array,
-    json_sha256,
     l2_normalize,
     load_feature_store,
+    run_config_entries,
     store_already_made,
 )
 
@@ -359,7 +359,6 @@ def extract_features(
         "batch_size": batch_size,
         "on_missing_image": on_missing_image,
     }
-    config_sha256 = json_sha256(run_config)
     if store_already_made(output_dir, FEATURE_STORE_METADATA, run_config, overwrite, "feature store"):
         return load_feature_store(output_dir)
     writer = ShardedWriter(output_dir, run_config, what="feature extraction", overwrite=overwrite)
@@ -427,8 +426,7 @@ def extract_features(
         "skipped_image_files": skipped[:_MAX_LISTED_SKIPS],
         "empty_captions_skipped": index.stats.get("empty_captions_skipped", 0),
         "images_without_captions": index.stats.get("images_without_captions", 0),
-        "config_sha256": config_sha256,
-        "run_config": run_config,
+        **run_config_entries(run_config),
         **{
             k: identity[k]
             for k in ("precision", "preprocess", "tokenizer", "context_length", "open_clip_version", "random_init_seed")
