@@ -224,16 +224,15 @@ def _extract_shard(
     encoder: ClipEncoder,
     items: Sequence[CaptionedImage],
     paths: Sequence[Path],
+    bar,
     *,
     batch_size: int,
     num_workers: int,
     normalize: bool,
     caption_features: bool,
     on_missing_image: str,
-    image_dim: int,
-    caption_dim: int,
-    bar,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    image_dim, caption_dim = encoder.dims
     loader = torch.utils.data.DataLoader(
         _ImageFiles(paths, encoder.preprocess),
         batch_size=batch_size,
@@ -381,14 +380,12 @@ def extract_features(
                     encoder,
                     items[lo:hi],
                     paths[lo:hi],
+                    bar,
                     batch_size=batch_size,
                     num_workers=num_workers,
                     normalize=normalize,
                     caption_features=caption_features,
                     on_missing_image=on_missing_image,
-                    image_dim=image_dim,
-                    caption_dim=caption_dim,
-                    bar=bar,
                 )
                 manifest = writer.write(shard, key, columns, features, extra)
                 computed_images += hi - lo
