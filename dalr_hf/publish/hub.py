@@ -19,6 +19,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_COMMIT_MESSAGE = "Upload DALR sentence encoder (dalr_hf)"
+
 
 class HubPushError(RuntimeError):
     """The upload cannot be done as asked (offline mode, a malformed repository id)."""
@@ -84,7 +86,7 @@ def upload_folder(
     private: bool | None = None,
     token: str | None = None,
     endpoint: str | None = None,
-    commit_message: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
     revision: str | None = None,
 ) -> PushResult:
     """Create ``repo_id`` if needed and upload every file of ``folder`` to it in one commit."""
@@ -104,7 +106,7 @@ def upload_folder(
         folder_path=str(folder),
         repo_type="model",
         revision=revision,
-        commit_message=commit_message or "Upload DALR sentence encoder (dalr_hf)",
+        commit_message=commit_message,
     )
     logger.info("uploaded %d files to %s: %s", len(files), repo_id, commit.commit_url)
     return PushResult(
@@ -167,7 +169,7 @@ def push_to_hub(
                 private=private,
                 token=token,
                 endpoint=endpoint,
-                commit_message=commit_message,
+                commit_message=commit_message or DEFAULT_COMMIT_MESSAGE,
                 revision=revision,
             )
         result.folder = None  # the staging folder is gone
