@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 EXIT_ERROR = 1  # what SystemExit(message) exits with
 EXIT_INTERRUPTED = 130
@@ -47,6 +49,23 @@ def user_errors(func: Callable[[argparse.Namespace], int | None]) -> Callable[[a
 
     wrapper._dalr_user_errors = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, handler: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` that runs ``handler``, documented by the handler's docstring: its first paragraph
+    is the one-line help in the command list, the rest the ``--help`` description (the first paragraph when there is
+    no more)."""
+    summary, _, details = inspect.cleandoc(handler.__doc__ or "").partition("\n\n")
+    parser = subparsers.add_parser(name, help=summary, description=details or summary)
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def same_named_options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The command-line values ``names`` as keyword arguments of the same names."""
+    return {name: getattr(args, name) for name in names}
 
 
 def run_group(

@@ -254,8 +254,8 @@ class DALRTrainer(SentenceTransformerTrainer):
         output_dir_existed = os.path.exists(args.output_dir)
         rng_states = _global_rng_states()  # transformers.Trainer seeds the global RNGs in its constructor
         super().__init__(
-            model=model,
-            args=args,
+            model,
+            args,
             train_dataset=None,
             eval_dataset=eval_dataset,
             loss=loss,

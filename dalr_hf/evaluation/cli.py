@@ -16,9 +16,8 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from dalr_hf.cli import run_group
+from dalr_hf.cli import add_command, run_group, same_named_options
 from dalr_hf.evaluation.data import ENV_DATA_DIR, DataFileError
 from dalr_hf.evaluation.encoding import DEFAULT_BATCH_SIZE
 from dalr_hf.evaluation.probe import PROBE_MODES, SENTEVAL_SEED
@@ -28,39 +27,38 @@ from dalr_hf.evaluation.transfer import MRPC_FEATURES
 EXIT_OK, EXIT_TASK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
+EVALUATE_TASKS_HELP = (
+    "comma-separated: sts, transfer, all, or task names (STS12..STS16, STSBenchmark, "
+    "STSBenchmark-dev, SICKRelatedness, MR, CR, SUBJ, MPQA, SST2, TREC, MRPC)"
+)
+MTEB_TASKS_HELP = (
+    "'sts' (MTEB's STS12-16, STSBenchmark, SICK-R; needs the Hub), 'local-sts' (bundled "
+    "SentEval STS files, offline), 'mock' (mteb's mock tasks), or MTEB task names"
+)
+
+
 def _default_output(model: str) -> Path:
     stem = re.sub(r"[^\w.-]+", "_", Path(model).name if Path(model).exists() else model.replace("/", "__"))
     return Path(f"senteval_{stem}.json")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, tasks_help: str) -> None:
     parser.add_argument("model", help="SentenceTransformer folder or Hugging Face Hub id")
     parser.add_argument(
         "--data-dir",
-        default=None,
         help=f"SentEval 'downstream' folder (default: ${ENV_DATA_DIR}, else the repository's "
         "bundled data/senteval/downstream, which holds the STS/SICK data only)",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="encoding batch size")
-    parser.add_argument("--device", default=None, help="device for encoding, e.g. cpu or cuda:0")
+    parser.add_argument("--device", help="device for encoding, e.g. cpu or cuda:0")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step (task scores, timings)")
+    parser.add_argument("--tasks", default="sts", help=tasks_help)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` and ``mteb`` subcommands to ``subparsers``."""
-    evaluate = subparsers.add_parser(
-        "evaluate",
-        help="STS12-16/STS-B/SICK-R and transfer tasks with the SentEval protocol of the papers",
-        description="Evaluate a SentenceTransformer with the SimCSE/MCSE/KDMCSE/DALR SentEval protocol; prints a "
-        "markdown table and writes a JSON report.",
-    )
-    _add_common(evaluate)
-    evaluate.add_argument(
-        "--tasks",
-        default="sts",
-        help="comma-separated: sts, transfer, all, or task names (STS12..STS16, STSBenchmark, "
-        "STSBenchmark-dev, SICKRelatedness, MR, CR, SUBJ, MPQA, SST2, TREC, MRPC)",
-    )
+    evaluate = add_command(subparsers, "evaluate", run_evaluate)
+    _add_common(evaluate, EVALUATE_TASKS_HELP)
     evaluate.add_argument(
         "--aggregation",
         choices=STS_AGGREGATIONS,
@@ -81,41 +79,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="senteval",
         help="MRPC pair features: SentEval's [|u-v|, u*v] or 'full' [u, v, |u-v|, u*v]",
     )
-    evaluate.add_argument("--output", default=None, help="JSON report path (default: ./senteval_<model>.json)")
-    evaluate.set_defaults(func=run_evaluate)
+    evaluate.add_argument("--output", help="JSON report path (default: ./senteval_<model>.json)")
 
-    mteb = subparsers.add_parser(
-        "mteb",
-        help="run MTEB and write leaderboard-ready results (results-repository layout + ModelMeta)",
-        description="Run MTEB tasks on a SentenceTransformer; results go to OUTPUT_DIR/results/<org>__<name>/"
-        "<revision>/, ready for `mteb submit-results --output-folder OUTPUT_DIR`.",
-    )
-    _add_common(mteb)
+    mteb = add_command(subparsers, "mteb", run_mteb_command)
+    _add_common(mteb, MTEB_TASKS_HELP)
     mteb.add_argument(
-        "--tasks",
-        default="sts",
-        help="'sts' (MTEB's STS12-16, STSBenchmark, SICK-R; needs the Hub), 'local-sts' (bundled "
-        "SentEval STS files, offline), 'mock' (mteb's mock tasks), or MTEB task names",
-    )
-    mteb.add_argument(
-        "--benchmark", default=None, help="run every task of an MTEB benchmark instead of --tasks, e.g. 'MTEB(eng, v2)'"
+        "--benchmark", help="run every task of an MTEB benchmark instead of --tasks, e.g. 'MTEB(eng, v2)'"
     )
     mteb.add_argument("--output-dir", default="mteb_results", help="results cache folder")
     mteb.add_argument(
         "--model-name",
-        default=None,
         help="'org/name' recorded in ModelMeta (default: the Hub id, the name in the folder's DALR card, or "
         "local/<folder>)",
     )
     mteb.add_argument(
         "--revision",
-        default=None,
         help="model revision (Hub commit) recorded in ModelMeta; default: read from the HF cache, "
         "else 'no_revision_available'",
     )
     mteb.add_argument(
         "--base-model",
-        default=None,
         help="model the student was trained from (adapted_from); default: the base_model of the folder's DALR card",
     )
     mteb.add_argument(
@@ -125,22 +108,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image-caption corpus used in training (adds its MTEB tasks to training_datasets); default: the "
         "datasets of the folder's DALR card, else flickr30k",
     )
+    mteb.add_argument("--license", help="license recorded in ModelMeta (default: the card's, else apache-2.0)")
+    mteb.add_argument("--reference", help="URL of the model's page (default: its Hub page when the card names one)")
+    mteb.add_argument("--citation", help="BibTeX recorded in ModelMeta (default: DALR's, from the card)")
     mteb.add_argument(
-        "--license", default=None, help="license recorded in ModelMeta (default: the card's, else apache-2.0)"
-    )
-    mteb.add_argument(
-        "--reference", default=None, help="URL of the model's page (default: its Hub page when the card names one)"
-    )
-    mteb.add_argument("--citation", default=None, help="BibTeX recorded in ModelMeta (default: DALR's, from the card)")
-    mteb.add_argument(
-        "--public-training-code", default=None, help="URL of the code the model was trained with (public_training_code)"
+        "--public-training-code", help="URL of the code the model was trained with (public_training_code)"
     )
     mteb.add_argument(
         "--training-datasets",
-        default=None,
         help="comma-separated MTEB task names that replace the default training_datasets",
     )
-    mteb.set_defaults(func=run_mteb_command)
 
 
 # command-line values handed on unchanged, as keyword arguments of the same names
@@ -160,11 +137,6 @@ MTEB_OPTIONS = (
 )
 
 
-def _options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    """The command-line values ``names`` as keyword arguments of the same names."""
-    return {name: getattr(args, name) for name in names}
-
-
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -179,7 +151,11 @@ def _fail(command: str, error: BaseException) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Handler of ``evaluate``."""
+    """STS12-16/STS-B/SICK-R and transfer tasks with the SentEval protocol of the papers
+
+    Evaluate a SentenceTransformer with the SimCSE/MCSE/KDMCSE/DALR SentEval protocol; prints a markdown table and
+    writes a JSON report.
+    """
     from dalr_hf.evaluation.api import evaluate_model
 
     _configure_logging(args.verbose)
@@ -193,7 +169,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         report = evaluate_model(
             args.model,
-            **_options(args, EVALUATE_OPTIONS),
+            **same_named_options(args, EVALUATE_OPTIONS),
             device=args.device,
             output_path=output,
             show_progress_bar=not args.quiet,
@@ -206,7 +182,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_mteb_command(args: argparse.Namespace) -> int:
-    """Handler of ``mteb``."""
+    """run MTEB and write leaderboard-ready results (results-repository layout + ModelMeta)
+
+    Run MTEB tasks on a SentenceTransformer; results go to OUTPUT_DIR/results/<org>__<name>/<revision>/, ready for
+    `mteb submit-results --output-folder OUTPUT_DIR`.
+    """
     from dalr_hf.evaluation.mteb_runner import run_mteb
 
     _configure_logging(args.verbose)
@@ -218,7 +198,7 @@ def run_mteb_command(args: argparse.Namespace) -> int:
             caption_data=None if args.caption_data == "none" else args.caption_data,
             training_datasets=training,
             raise_error=False,
-            **_options(args, MTEB_OPTIONS),
+            **same_named_options(args, MTEB_OPTIONS),
             device=args.device,
         )
     except (FileNotFoundError, DataFileError, ValueError, KeyError, OSError) as error:

@@ -151,6 +151,7 @@ def train_probes(
     return train_probe_group(x, y, [fit], l2regs, n_classes, settings)[0]
 
 
+@_one_thread()
 def train_probe_group(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -164,25 +165,8 @@ def train_probe_group(
     Every fit behaves as a separate SentEval classifier: its own ``RandomState(seed)`` (so its own permutations),
     its own number of minibatches per epoch and Adam step count; every (fit, L2) probe stops on its own.
     """
-    with _one_thread():
-        return _train_group(
-            torch.as_tensor(x, dtype=torch.float32),
-            torch.as_tensor(y, dtype=torch.long),
-            fits,
-            l2regs,
-            n_classes,
-            settings,
-        )
-
-
-def _train_group(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    fits: Sequence[ProbeFit],
-    l2regs: Sequence[float],
-    n_classes: int,
-    settings: ProbeSettings,
-) -> list[LinearProbes]:
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y, dtype=torch.long)
     d = x.shape[1]
     r, c = len(l2regs), n_classes
     rc = r * c
@@ -341,6 +325,10 @@ class ProbeOutcome:
     predictions: np.ndarray | None = None
 
 
+# One split of a task: its features (a row per example) and labels.
+Labelled = tuple[np.ndarray | torch.Tensor, np.ndarray]
+
+
 def _as_tensors(x: np.ndarray | torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
 
@@ -382,45 +370,34 @@ def nested_cv(x: np.ndarray | torch.Tensor, y: np.ndarray, n_classes: int, setti
     )
 
 
-def cv_then_test(
-    x_train: np.ndarray | torch.Tensor,
-    y_train: np.ndarray,
-    x_test: np.ndarray | torch.Tensor,
-    y_test: np.ndarray,
-    n_classes: int,
-    settings: ProbeSettings,
-) -> ProbeOutcome:
+def cv_then_test(train: Labelled, test: Labelled, n_classes: int, settings: ProbeSettings) -> ProbeOutcome:
     """TREC/MRPC: k-fold CV on the training set picks L2; refit on all of it (5 % held out) and score the test set."""
-    xt, yt = _as_tensors(x_train, y_train)
-    xs, ys = _as_tensors(x_test, y_test)
+    xt, yt = _as_tensors(*train)
     folds = StratifiedKFold(n_splits=settings.kfold, shuffle=True, random_state=settings.seed)
-    fits = [ProbeFit(tr, te) for tr, te in folds.split(np.zeros(len(yt)), np.asarray(y_train))]
+    fits = [ProbeFit(tr, te) for tr, te in folds.split(np.zeros(len(yt)), np.asarray(train[1]))]
     probes = train_probe_group(xt, yt, fits, settings.l2_grid, n_classes, settings)
     scores = [_pct(np.mean([p.dev_accuracy[k] for p in probes])) for k in range(len(settings.l2_grid))]
     best = int(np.argmax(scores))
     final = train_probe_group(xt, yt, [ProbeFit(np.arange(len(yt)))], [settings.l2_grid[best]], n_classes, settings)
-    predictions = final[0].predict(xs)[0].numpy()
-    return ProbeOutcome(scores[best], _pct(np.mean(predictions == ys.numpy())), [settings.l2_grid[best]], predictions)
+    return _test_outcome(final[0], test, scores[best], settings.l2_grid[best])
 
 
 def split_validation(
-    x_train: np.ndarray | torch.Tensor,
-    y_train: np.ndarray,
-    x_dev: np.ndarray | torch.Tensor,
-    y_dev: np.ndarray,
-    x_test: np.ndarray | torch.Tensor,
-    y_test: np.ndarray,
-    n_classes: int,
-    settings: ProbeSettings,
+    train: Labelled, dev: Labelled, test: Labelled, n_classes: int, settings: ProbeSettings
 ) -> ProbeOutcome:
     """SST2: the fixed dev split picks L2 (early stopping on dev as well); the chosen probe scores the test split."""
-    xt, yt = _as_tensors(x_train, y_train)
-    xd, yd = _as_tensors(x_dev, y_dev)
-    xs, ys = _as_tensors(x_test, y_test)
+    xt, yt = _as_tensors(*train)
+    xd, yd = _as_tensors(*dev)
     probes = train_probes(xt, yt, settings.l2_grid, n_classes, settings, xd, yd)
     scores = [_pct(a) for a in probes.accuracy(xd, yd)]
     best = int(np.argmax(scores))
     # SentEval refits the chosen L2 with the same seed, which reproduces the same probe exactly.
     chosen = LinearProbes(probes.weight[best : best + 1], probes.bias[best : best + 1], probes.dev_accuracy[best:])
+    return _test_outcome(chosen, test, scores[best], settings.l2_grid[best])
+
+
+def _test_outcome(chosen: LinearProbes, test: Labelled, devacc: float, l2: float) -> ProbeOutcome:
+    """The chosen probe (one L2 value) scored on the test split: test accuracy and predictions."""
+    xs, ys = _as_tensors(*test)
     predictions = chosen.predict(xs)[0].numpy()
-    return ProbeOutcome(scores[best], _pct(np.mean(predictions == ys.numpy())), [settings.l2_grid[best]], predictions)
+    return ProbeOutcome(devacc, _pct(np.mean(predictions == ys.numpy())), [l2], predictions)

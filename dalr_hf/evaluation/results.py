@@ -41,14 +41,14 @@ class _TaskResultMixin:
 class STSResult(_TaskResultMixin):
     """One STS task. Scores are ×100; ``spearman``/``pearson`` follow ``aggregation``.
 
-    ``aggregation="all"`` (SimCSE's protocol, the papers' numbers) pools the pairs of all subsets of a year into one
-    correlation; ``"wmean"`` averages per-subset correlations weighted by their number of pairs. STS-B and SICK-R
-    have a single subset, so both coincide for them.
+    ``aggregation="all"`` (the default, as everywhere in the suite: SimCSE's protocol, the papers' numbers) pools
+    the pairs of all subsets of a year into one correlation; ``"wmean"`` averages per-subset correlations weighted by
+    their number of pairs. STS-B and SICK-R have a single subset, so both coincide for them.
     """
 
     task: str
     split: str
-    aggregation: str
+    aggregation: str = "all"
     status: str = "ok"
     error: str | None = None
     spearman: float | None = None

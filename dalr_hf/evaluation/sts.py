@@ -92,32 +92,31 @@ def load_sts_tasks(
 def run_sts(datasets: Sequence[STSData], encoder: SentenceEncoder, aggregation: str = "all") -> list[STSResult]:
     """Score already-loaded STS tasks with ``encoder`` (all their unique sentences are encoded in one call)."""
     encoder.add(s for data in datasets for s in data.sentences())
-    results = []
-    for data in datasets:
-        try:
-            e1 = encoder.embed(data.sentences1, data.task)
-            e2 = encoder.embed(data.sentences2, data.task)
-        except NonFiniteEmbeddingError as exc:
-            logger.error("%s", exc)
-            results.append(
-                STSResult(
-                    data.task,
-                    data.split,
-                    aggregation,
-                    "failed",
-                    str(exc),
-                    n_pairs=data.n_pairs,
-                    data=data.report.to_dict(),
-                )
-            )
-            continue
-        result = score_sts(data, cosine_scores(e1, e2), aggregation)
-        if result.ok:
-            logger.info("%s: Spearman %.2f (%s)", result.name, result.spearman, aggregation)
-        else:
-            logger.error("%s: %s", result.name, result.error)
-        results.append(result)
-    return results
+    return [_embed_and_score(data, encoder, aggregation) for data in datasets]
+
+
+def _embed_and_score(data: STSData, encoder: SentenceEncoder, aggregation: str) -> STSResult:
+    """One task's result; embeddings with NaN/Inf give a failed result, never a score."""
+    try:
+        e1 = encoder.embed(data.sentences1, data.task)
+        e2 = encoder.embed(data.sentences2, data.task)
+    except NonFiniteEmbeddingError as exc:
+        logger.error("%s", exc)
+        return STSResult(
+            data.task,
+            data.split,
+            aggregation,
+            "failed",
+            str(exc),
+            n_pairs=data.n_pairs,
+            data=data.report.to_dict(),
+        )
+    result = score_sts(data, cosine_scores(e1, e2), aggregation)
+    if result.ok:
+        logger.info("%s: Spearman %.2f (%s)", result.name, result.spearman, aggregation)
+    else:
+        logger.error("%s: %s", result.name, result.error)
+    return result
 
 
 def evaluate_sts(

@@ -77,21 +77,21 @@ def score_transfer(
                 raise ValueError("MRPC splits must hold sentence pairs")
             x_train = pair_features(embed(train.sentences1), embed(train.sentences2), mrpc_features)
             x_test = pair_features(embed(test.sentences1), embed(test.sentences2), mrpc_features)
-            outcome = cv_then_test(x_train, train.labels, x_test, test.labels, data.n_classes, settings)
+            outcome = cv_then_test((x_train, train.labels), (x_test, test.labels), data.n_classes, settings)
             assert outcome.predictions is not None
             result.f1 = round(100 * float(f1_score(test.labels, outcome.predictions)), 2)
             result.ndev, result.ntest = len(train), len(test)
         elif data.task == "TREC":
             train, test = data.splits["train"], data.splits["test"]
             outcome = cv_then_test(
-                embed(train.sentences1), train.labels, embed(test.sentences1), test.labels, data.n_classes, settings
+                (embed(train.sentences1), train.labels), (embed(test.sentences1), test.labels), data.n_classes, settings
             )
             result.ndev, result.ntest = len(train), len(test)
         elif data.task == "SST2":
             train, dev, test = data.splits["train"], data.splits["dev"], data.splits["test"]
             x_train, x_dev, x_test = embed(train.sentences1), embed(dev.sentences1), embed(test.sentences1)
             outcome = split_validation(
-                x_train, train.labels, x_dev, dev.labels, x_test, test.labels, data.n_classes, settings
+                (x_train, train.labels), (x_dev, dev.labels), (x_test, test.labels), data.n_classes, settings
             )
             result.ndev, result.ntest = len(dev), len(test)
         else:

@@ -7,28 +7,52 @@ them standalone.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dalr_hf.cli import run_group, user_errors
+from dalr_hf.cli import add_command, run_group, same_named_options, user_errors
 from dalr_hf.features.captions import CAPTION_FORMATS, EMPTY_CAPTION_POLICIES
 
 logger = logging.getLogger(__name__)
 
 
-def _replacing(output: str, overwrite: bool, build: Callable[[str, bool], Any]) -> Any:
-    """Run ``build(folder, overwrite)``. Replacing an existing folder (``--overwrite``) builds into a temporary
-    sibling that takes the folder's place only once it is complete and valid: a bad input leaves the old one intact."""
-    folder = Path(output)
-    if overwrite and folder.is_dir() and any(folder.iterdir()):
+# extract-features values handed on unchanged, as keyword arguments of the same names
+EXTRACT_OPTIONS = (
+    "caption_format",
+    "split",
+    "image_list",
+    "batch_size",
+    "device",
+    "precision",
+    "shard_size",
+    "num_workers",
+    "on_missing_image",
+    "on_empty_caption",
+    "cache_dir",
+    "init_seed",
+)
+
+
+def _build_store(args: argparse.Namespace, build: Callable[..., Any]) -> Any:
+    """Run ``build(folder, overwrite=..., progress=...)`` into ``--output``, with ``--overwrite`` and
+    ``--no-progress``. Replacing an existing folder (``--overwrite``) builds into a temporary sibling that takes the
+    folder's place only once it is complete and valid: a bad input leaves the old one intact."""
+    folder = Path(args.output)
+    progress = not args.no_progress
+    if args.overwrite and folder.is_dir() and any(folder.iterdir()):
         from ..atomic import replace_folder
 
-        with replace_folder(output) as building:
-            return build(building, False)
-    return build(output, overwrite)
+        with replace_folder(args.output) as building:
+            return build(building, overwrite=False, progress=progress)
+    return build(args.output, overwrite=args.overwrite, progress=progress)
+
+
+def _print_feature_store(output: str, metadata: dict[str, Any], details: str) -> None:
+    print(f"feature store {output}: {metadata['num_rows']} rows, {metadata['num_images']} images, {details}")
 
 
 def _pretrained(value: str) -> str | None:
@@ -37,66 +61,53 @@ def _pretrained(value: str) -> str | None:
 
 @user_errors
 def _run_extract(args: argparse.Namespace) -> int:
+    """CLIP image and caption features of an image folder into a feature store.
+
+    Extract CLIP (any open_clip model) image and caption features of Flickr30k / COCO images into a resumable feature
+    store (a memory-mapped datasets folder). Rerun the same command to resume.
+    """
     from dalr_hf.features.extract import extract_features
 
-    dataset, metadata = _replacing(
-        args.output,
-        args.overwrite,
-        lambda out, overwrite: extract_features(
-            args.images,
-            args.captions,
-            out,
-            model_name=args.model,
-            pretrained=_pretrained(args.pretrained),
-            caption_format=args.caption_format,
-            split=args.split,
-            image_list=args.image_list,
-            batch_size=args.batch_size,
-            device=args.device,
-            precision=args.precision,
-            normalize=not args.no_normalize,
-            caption_features=not args.no_caption_features,
-            shard_size=args.shard_size,
-            num_workers=args.num_workers,
-            on_missing_image=args.on_missing_image,
-            on_empty_caption=args.on_empty_caption,
-            overwrite=overwrite,
-            progress=not args.no_progress,
-            cache_dir=args.cache_dir,
-            init_seed=args.init_seed,
-        ),
+    extract = functools.partial(
+        extract_features,
+        args.images,
+        args.captions,
+        model_name=args.model,
+        pretrained=_pretrained(args.pretrained),
+        normalize=not args.no_normalize,
+        caption_features=not args.no_caption_features,
+        **same_named_options(args, EXTRACT_OPTIONS),
     )
-    print(
-        f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
+    _, metadata = _build_store(args, extract)
+    _print_feature_store(
+        args.output,
+        metadata,
         f"image dim {metadata['image_dim']}, caption dim {metadata['caption_dim']}, "
-        f"{metadata['skipped_images']} image(s) skipped"
+        f"{metadata['skipped_images']} image(s) skipped",
     )
     return 0
 
 
 @user_errors
 def _run_import(args: argparse.Namespace) -> int:
+    """Convert a KDMCSE/DALR JSON feature file into a feature store.
+
+    Convert a KDMCSE/DALR JSON feature file (image key -> image, image_feat, captions, lang_feat) into a feature
+    store, one row per caption.
+    """
     from dalr_hf.features.kdmcse import import_kdmcse_json
 
-    _, metadata = _replacing(
-        args.output,
-        args.overwrite,
-        lambda out, overwrite: import_kdmcse_json(
-            args.json,
-            out,
-            model=args.model,
-            pretrained=_pretrained(args.pretrained),
-            normalize=not args.no_normalize,
-            rows_per_shard=args.rows_per_shard,
-            on_empty_caption=args.on_empty_caption,
-            overwrite=overwrite,
-            progress=not args.no_progress,
-        ),
+    convert = functools.partial(
+        import_kdmcse_json,
+        args.json,
+        model=args.model,
+        pretrained=_pretrained(args.pretrained),
+        normalize=not args.no_normalize,
+        rows_per_shard=args.rows_per_shard,
+        on_empty_caption=args.on_empty_caption,
     )
-    print(
-        f"feature store {args.output}: {metadata['num_rows']} rows, {metadata['num_images']} images, "
-        f"dim {metadata['image_dim']} (from {Path(args.json).name})"
-    )
+    _, metadata = _build_store(args, convert)
+    _print_feature_store(args.output, metadata, f"dim {metadata['image_dim']} (from {Path(args.json).name})")
     return 0
 
 
@@ -112,6 +123,12 @@ def _per_teacher(values: Sequence | None, n: int, name: str) -> list:
 
 @user_errors
 def _run_cache(args: argparse.Namespace) -> int:
+    """Precompute teacher sentence embeddings (and g2l token states) for a corpus.
+
+    Encode every sentence of a corpus with each frozen teacher once and store the embeddings (teacher_emb_0,
+    teacher_emb_1, ...) and the mixed token states the g2l term needs (teacher_tokens, teacher_token_len) with the
+    teachers' fingerprints.
+    """
     import torch
     from datasets import Dataset
 
@@ -160,23 +177,18 @@ def _run_cache(args: argparse.Namespace) -> int:
         with open(args.text_file, encoding="utf-8") as f:
             corpus = [line.rstrip("\r\n") for line in f]
         text_column = args.text_column or "text"
-    _, metadata = _replacing(
-        args.output,
-        args.overwrite,
-        lambda out, overwrite: build_teacher_cache(
-            ensemble,
-            corpus,
-            out,
-            text_column=text_column,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
-            device=args.device,
-            chunk_size=args.chunk_size,
-            overwrite=overwrite,
-            progress=not args.no_progress,
-            token_states=not args.no_token_states,
-        ),
+    build = functools.partial(
+        build_teacher_cache,
+        ensemble,
+        corpus,
+        text_column=text_column,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        device=args.device,
+        chunk_size=args.chunk_size,
+        token_states=not args.no_token_states,
     )
+    _, metadata = _build_store(args, build)
     tokens = metadata.get("token_states")
     stored = (
         f"; token states {tokens['positions']} x {tokens['hidden_size']} per row"
@@ -201,12 +213,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``extract-features``, ``import-kdmcse`` and ``cache-teachers`` to an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "extract-features",
-        help="CLIP image and caption features of an image folder into a feature store.",
-        description="Extract CLIP (any open_clip model) image and caption features of Flickr30k / COCO images into a "
-        "resumable feature store (a memory-mapped datasets folder). Rerun the same command to resume.",
-    )
+    p = add_command(subparsers, "extract-features", _run_extract)
     p.add_argument("--images", required=True, help="Folder of the image files.")
     p.add_argument(
         "--captions",
@@ -222,7 +229,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--image-list",
-        default=None,
         help="File of image ids or file names (one a line) to keep, e.g. Flickr30k-Entities train.txt.",
     )
     p.add_argument("--model", default="ViT-L-14", help="open_clip model name (ViT-L-14 as in the paper).")
@@ -232,7 +238,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="open_clip pretrained tag or weights file; 'none' for a random (seeded) model.",
     )
     p.add_argument("--batch-size", type=int, default=64, help="Images (and captions) per forward pass.")
-    p.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
+    p.add_argument("--device", help="Device (default: cuda if available, else cpu).")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="Autocast precision.")
     p.add_argument("--no-normalize", action="store_true", help="Store raw (not L2-normalised) features.")
     p.add_argument("--no-caption-features", action="store_true", help="Do not store CLIP caption features.")
@@ -250,17 +256,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=EMPTY_CAPTION_POLICIES,
         help="An empty caption: stop with an error, or skip it (counted).",
     )
-    p.add_argument("--cache-dir", default=None, help="open_clip download cache folder.")
+    p.add_argument("--cache-dir", help="open_clip download cache folder.")
     p.add_argument("--init-seed", type=int, default=0, help="Seed of a random model (--pretrained none).")
     _add_common(p)
-    p.set_defaults(func=_run_extract)
 
-    p = subparsers.add_parser(
-        "import-kdmcse",
-        help="Convert a KDMCSE/DALR JSON feature file into a feature store.",
-        description="Convert a KDMCSE/DALR JSON feature file (image key -> image, image_feat, captions, lang_feat) "
-        "into a feature store, one row per caption.",
-    )
+    p = add_command(subparsers, "import-kdmcse", _run_import)
     p.add_argument("--json", required=True, help="The JSON feature file (e.g. flickr30k_ViT_L14.json).")
     p.add_argument("--output", required=True, help="Folder of the feature store to write.")
     p.add_argument("--model", default="ViT-L-14", help="CLIP model that made the file (recorded in the metadata).")
@@ -274,15 +274,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="An empty caption: stop with an error, or skip it (counted).",
     )
     _add_common(p)
-    p.set_defaults(func=_run_import)
 
-    p = subparsers.add_parser(
-        "cache-teachers",
-        help="Precompute teacher sentence embeddings (and g2l token states) for a corpus.",
-        description="Encode every sentence of a corpus with each frozen teacher once and store the embeddings "
-        "(teacher_emb_0, teacher_emb_1, ...) and the mixed token states the g2l term needs "
-        "(teacher_tokens, teacher_token_len) with the teachers' fingerprints.",
-    )
+    p = add_command(subparsers, "cache-teachers", _run_cache)
     p.add_argument(
         "--teacher",
         action="append",
@@ -293,13 +286,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--teacher-weight",
         nargs="+",
         type=float,
-        default=None,
         help="Teacher weight, once for all or once per teacher (default 1/n each; recorded only).",
     )
     p.add_argument(
         "--pooler",
         nargs="+",
-        default=None,
         choices=("cls_before_pooler", "cls", "mean"),
         help="Teacher pooler, one for all or one per teacher (default cls_before_pooler).",
     )
@@ -307,10 +298,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-length",
         nargs="+",
         type=int,
-        default=None,
         help="Teacher max length, one for all or one per teacher (default 32).",
     )
-    p.add_argument("--revision", nargs="+", default=None, help="Hub revision, one for all or one per teacher.")
+    p.add_argument("--revision", nargs="+", help="Hub revision, one for all or one per teacher.")
     p.add_argument(
         "--teacher-precision",
         default="fp32",
@@ -322,7 +312,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--text-file", help="A text file, one sentence a line (every line, e.g. wiki1m).")
     p.add_argument(
         "--text-column",
-        default=None,
         help="Column of the sentences (default: caption for --dataset, text for --text-file).",
     )
     p.add_argument("--output", required=True, help="Folder of the cache to write.")
@@ -331,7 +320,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--chunk-size",
         type=int,
-        default=None,
         help="Sentences per shard (unit of resume and memory); default 16384, or about 256 MiB of "
         "float32 token states.",
     )
@@ -341,9 +329,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Store sentence embeddings only; the g2l term (on in the reference and clean presets) then "
         "needs online teachers. Token states need teachers of one width, max length and tokenizer.",
     )
-    p.add_argument("--device", default=None, help="Device of the teachers (default: where they were loaded, cpu).")
+    p.add_argument("--device", help="Device of the teachers (default: where they were loaded, cpu).")
     _add_common(p)
-    p.set_defaults(func=_run_cache)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

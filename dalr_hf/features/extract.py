@@ -34,9 +34,9 @@ from dalr_hf.features.store import (
     ShardedWriter,
     feature_store_features,
     fixed_size_array,
-    json_sha256,
     l2_normalize,
     load_feature_store,
+    run_config_entries,
     store_already_made,
 )
 
@@ -224,16 +224,15 @@ def _extract_shard(
     encoder: ClipEncoder,
     items: Sequence[CaptionedImage],
     paths: Sequence[Path],
+    bar,
     *,
     batch_size: int,
     num_workers: int,
     normalize: bool,
     caption_features: bool,
     on_missing_image: str,
-    image_dim: int,
-    caption_dim: int,
-    bar,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    image_dim, caption_dim = encoder.dims
     loader = torch.utils.data.DataLoader(
         _ImageFiles(paths, encoder.preprocess),
         batch_size=batch_size,
@@ -359,7 +358,6 @@ def extract_features(
         "batch_size": batch_size,
         "on_missing_image": on_missing_image,
     }
-    config_sha256 = json_sha256(run_config)
     if store_already_made(output_dir, FEATURE_STORE_METADATA, run_config, overwrite, "feature store"):
         return load_feature_store(output_dir)
     writer = ShardedWriter(output_dir, run_config, what="feature extraction", overwrite=overwrite)
@@ -382,14 +380,12 @@ def extract_features(
                     encoder,
                     items[lo:hi],
                     paths[lo:hi],
+                    bar,
                     batch_size=batch_size,
                     num_workers=num_workers,
                     normalize=normalize,
                     caption_features=caption_features,
                     on_missing_image=on_missing_image,
-                    image_dim=image_dim,
-                    caption_dim=caption_dim,
-                    bar=bar,
                 )
                 manifest = writer.write(shard, key, columns, features, extra)
                 computed_images += hi - lo
@@ -427,8 +423,7 @@ def extract_features(
         "skipped_image_files": skipped[:_MAX_LISTED_SKIPS],
         "empty_captions_skipped": index.stats.get("empty_captions_skipped", 0),
         "images_without_captions": index.stats.get("images_without_captions", 0),
-        "config_sha256": config_sha256,
-        "run_config": run_config,
+        **run_config_entries(run_config),
         **{
             k: identity[k]
             for k in ("precision", "preprocess", "tokenizer", "context_length", "open_clip_version", "random_init_seed")

@@ -323,6 +323,12 @@ def check_output_folder(folder: Path, metadata_name: str, overwrite: bool, what:
     return None
 
 
+def run_config_entries(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata entries that identify the job that made a store: its ``run_config`` and that config's digest
+    (what :func:`store_already_made` compares)."""
+    return {"config_sha256": json_sha256(run_config), "run_config": run_config}
+
+
 def store_already_made(
     folder: Path, metadata_name: str, run_config: Mapping[str, Any], overwrite: bool, what: str
 ) -> bool:
@@ -334,7 +340,7 @@ def store_already_made(
     existing = check_output_folder(folder, metadata_name, overwrite, what)
     if existing is None:
         return False
-    if existing.get("config_sha256") == json_sha256(run_config) and not overwrite:
+    if existing.get("config_sha256") == run_config_entries(run_config)["config_sha256"] and not overwrite:
         logger.info("%s already holds this %s; loading it", folder, what)
         return True
     if not overwrite:

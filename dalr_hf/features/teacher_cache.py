@@ -45,9 +45,9 @@ from dalr_hf.features.store import (
     check_fixed_float_column,
     fixed_size_array,
     float_list_feature,
-    json_sha256,
     load_dataset_folder,
     read_json,
+    run_config_entries,
     store_already_made,
 )
 from dalr_hf.teachers import Teacher, TeacherConfig, TeacherEnsemble
@@ -335,7 +335,6 @@ def build_teacher_cache(
         "batch_size": batch_size,
         "token_states": tokens_fingerprint,
     }
-    config_sha256 = json_sha256(run_config)
     if store_already_made(output_dir, TEACHER_CACHE_METADATA, run_config, overwrite, "teacher cache"):
         return load_teacher_cache(output_dir)
     probe = None
@@ -398,8 +397,7 @@ def build_teacher_cache(
         "corpus_sha256": corpus_sha256,
         "text_column": text_column,
         "teacher_autocast": run_config["teacher_autocast"],
-        "config_sha256": config_sha256,
-        "run_config": run_config,
+        **run_config_entries(run_config),
         "token_states": None
         if not token_states
         else {

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from dalr_hf.losses._precision import float32_math
 
 __all__ = [
+    "ARC_MARGIN",
     "COSINE_EPS",
     "SQRT_EPS",
     "ArcSimilarity",
@@ -29,6 +30,8 @@ __all__ = [
     "pairwise_cosine",
 ]
 
+#: The authors' angular margin (radians): the default of every ArcSim-based term (the reference preset's m1 and m2).
+ARC_MARGIN = 0.18
 #: Norm floor of the cosine, as in ``torch.nn.CosineSimilarity``.
 COSINE_EPS = 1e-8
 #: Floor of ``1 - C^2`` under the square root: keeps the gradient finite at C = -1 (error <= 1e-6 * sin m).
@@ -155,7 +158,7 @@ class ArcSimilarity(nn.Module):
     """Angular-margin similarity logits (docs/method.md#angular-margin-similarity-arcsim) with a fixed margin and
     temperature."""
 
-    def __init__(self, margin: float = 0.18, temperature: float = 0.05) -> None:
+    def __init__(self, margin: float = ARC_MARGIN, temperature: float = 0.05) -> None:
         super().__init__()
         _validate_margin_temperature(margin, temperature)
         self.margin = float(margin)

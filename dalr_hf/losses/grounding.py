@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dalr_hf.losses._masking import mask_logits
-from dalr_hf.losses.arc_similarity import arc_similarity, pairwise_cosine
+from dalr_hf.losses.arc_similarity import ARC_MARGIN, arc_similarity, pairwise_cosine
 
 __all__ = ["GroundingLoss", "grounding_contrastive"]
 
@@ -43,7 +43,7 @@ class GroundingLoss(nn.Module):
         text_dim: int,
         image_dim: int,
         proj_dim: int = 256,
-        margin: float = 0.18,
+        margin: float = ARC_MARGIN,
         temperature: float = 0.05,
         adaptive_margin: bool = True,
         use_caption_branch: bool = False,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dalr_hf.losses.arc_similarity import arc_similarity
+from dalr_hf.losses.arc_similarity import ARC_MARGIN, arc_similarity
 
 __all__ = ["InfoNCELoss", "info_nce"]
 
@@ -28,7 +28,7 @@ class InfoNCELoss(nn.Module):
     """Text InfoNCE on T = ArcSim(z^(1), z^(2); m₁, τ); returns the loss and T (with its graph, reused by L_rank
     and L_IMA)."""
 
-    def __init__(self, margin: float = 0.18, temperature: float = 0.05) -> None:
+    def __init__(self, margin: float = ARC_MARGIN, temperature: float = 0.05) -> None:
         super().__init__()
         if margin < 0 or temperature <= 0:
             raise ValueError(f"InfoNCELoss needs margin >= 0 and temperature > 0, got {margin} and {temperature}")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dalr_hf.losses._masking import mask_logits, negative_mask_without_diagonal
-from dalr_hf.losses.arc_similarity import arc_similarity, pairwise_cosine
+from dalr_hf.losses.arc_similarity import ARC_MARGIN, arc_similarity, pairwise_cosine
 
 __all__ = [
     "TEACHER_T2T_MODES",
@@ -157,7 +157,7 @@ class CrossModalAlignmentLoss(nn.Module):
 
     def __init__(
         self,
-        margin: float = 0.18,
+        margin: float = ARC_MARGIN,
         temperature: float = 0.05,
         student_temperature: float = 0.45,
         teacher_temperature: float = 0.5,

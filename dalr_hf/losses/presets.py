@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
 
 # The authors' math, with the engineering fixes of docs/method.md#departures-from-the-authors-code that do not
 # change it.
@@ -111,6 +113,25 @@ def preset_help(name: str, text: str) -> dict:
     return {"help": f"{text} Default: from `preset` ({values})."}
 
 
+def setting(default: Any, help: str) -> Any:
+    """A :class:`LossSettings` field with its help text."""
+    return field(default=default, metadata={"help": help})
+
+
+def preset_setting(help: str) -> Any:
+    """A :class:`LossSettings` field that the preset fills (default ``None``); :func:`_list_preset_values` adds the
+    field's value in every preset to its help."""
+    return field(default=None, metadata={"help": help, "from_preset": True})
+
+
+def _list_preset_values(cls: type) -> type:
+    """Complete the help of every :func:`preset_setting` field of the dataclass ``cls`` with its presets' values."""
+    for f in fields(cls):
+        if f.metadata.get("from_preset"):
+            f.metadata = MappingProxyType(preset_help(f.name, f.metadata["help"]))
+    return cls
+
+
 def apply_preset(obj, preset: str) -> None:
     """Fill every field of ``obj`` that is ``None`` and that the preset defines (explicit values win)."""
     if preset not in PRESETS:
@@ -120,131 +141,72 @@ def apply_preset(obj, preset: str) -> None:
             setattr(obj, name, value)
 
 
+@_list_preset_values
 @dataclass
 class LossSettings:
     """Every setting of the DALR objective (after the preset), with its help text. See ``docs/method.md#presets``."""
 
-    preset: str = field(
-        default="reference",
-        metadata={
-            "help": "Defaults for the method fields: reference | paper | clean | finetune (docs/method.md#presets; "
-            "finetune: for an already-trained sentence encoder, see docs/quality.md)."
-        },
+    preset: str = setting(
+        "reference",
+        "Defaults for the method fields: reference | paper | clean | finetune (docs/method.md#presets; "
+        "finetune: for an already-trained sentence encoder, see docs/quality.md).",
     )
-    temperature: float = field(default=0.05, metadata={"help": "Text InfoNCE temperature tau."})
-    temperature_vl: float = field(default=0.05, metadata={"help": "Text-to-image grounding temperature tau_vl."})
-    arc_margin_text: float | None = field(
-        default=None,
-        metadata=preset_help("arc_margin_text", "Angular margin m1 on text-text and CMA logits (0 = plain SimCSE)."),
+    temperature: float = setting(0.05, "Text InfoNCE temperature tau.")
+    temperature_vl: float = setting(0.05, "Text-to-image grounding temperature tau_vl.")
+    arc_margin_text: float | None = preset_setting("Angular margin m1 on text-text and CMA logits (0 = plain SimCSE).")
+    arc_margin_ground: float | None = preset_setting("Angular margin m2 in the grounding space.")
+    adaptive_margin_ground: bool | None = preset_setting("Scale the grounding margin by (1 - image-image cosine).")
+    proj_dim: int = setting(256, "Grounding projection width P.")
+    sim_dim: int = setting(256, "Consistency tower output width S.")
+    cml_weight: float = setting(0.1, "lambda: weight of the cross-modal terms L_CML.")
+    iml_weight: float = setting(0.2, "mu: weight of the intra-modal terms L_IML.")
+    cons_weight: float | None = preset_setting("Weight of L_cons inside L_CML.")
+    cons_margin: float = setting(0.2, "Cosine-embedding margin of L_cons for mismatched pairs.")
+    mismatch: str | None = preset_setting(
+        "Mismatched images for L_cons: roll5 (reference) or a random derangement avoiding the same image."
     )
-    arc_margin_ground: float | None = field(
-        default=None, metadata=preset_help("arc_margin_ground", "Angular margin m2 in the grounding space.")
+    ground_weight_location: str | None = preset_setting(
+        "inside_cml: L_ground weighted by lambda; baseline: by ground_weight."
     )
-    adaptive_margin_ground: bool | None = field(
-        default=None,
-        metadata=preset_help("adaptive_margin_ground", "Scale the grounding margin by (1 - image-image cosine)."),
+    ground_weight: float | None = preset_setting("Weight of L_ground when ground_weight_location=baseline.")
+    ground_use_caption_branch: bool = setting(
+        False, "Add KDMCSE's grounding term against CLIP caption features (needs caption_features)."
     )
-    proj_dim: int = field(default=256, metadata={"help": "Grounding projection width P."})
-    sim_dim: int = field(default=256, metadata={"help": "Consistency tower output width S."})
-    cml_weight: float = field(default=0.1, metadata={"help": "lambda: weight of the cross-modal terms L_CML."})
-    iml_weight: float = field(default=0.2, metadata={"help": "mu: weight of the intra-modal terms L_IML."})
-    cons_weight: float | None = field(
-        default=None, metadata=preset_help("cons_weight", "Weight of L_cons inside L_CML.")
+    cma_space: str | None = preset_setting(
+        "Student text-to-image distribution: mlp_vs_clip (reference; needs student width == image width) or grounding.",
     )
-    cons_margin: float = field(
-        default=0.2, metadata={"help": "Cosine-embedding margin of L_cons for mismatched pairs."}
+    teacher_t2t: str | None = preset_setting(
+        "Teacher text-text target: mix_features (reference) or mix_similarities (teachers of any width)."
     )
-    mismatch: str | None = field(
-        default=None,
-        metadata=preset_help(
-            "mismatch",
-            "Mismatched images for L_cons: roll5 (reference) or a random derangement avoiding the same image.",
-        ),
+    kl_margin: bool | None = preset_setting("Apply the angular margin to the KL student logits.")
+    kl_student_temp: float | None = preset_setting("tau_s, applied on top of 1/temperature.")
+    kl_teacher_temp: float | None = preset_setting("tau_t of the teacher distributions (on cosines).")
+    kl_student_temp_total: float | None = setting(
+        None,
+        "If set, the effective student KL temperature on cosines (overrides kl_student_temp = total / temperature).",
     )
-    ground_weight_location: str | None = field(
-        default=None,
-        metadata=preset_help(
-            "ground_weight_location", "inside_cml: L_ground weighted by lambda; baseline: by ground_weight."
-        ),
+    distillation_loss: str = setting("listmle", "Rank distillation: listmle (DALR scripts) or listnet.")
+    listmle_exact: bool | None = preset_setting(
+        "Exact ListMLE (log-cumsum-exp) instead of the reference's eps formula."
     )
-    ground_weight: float | None = field(
-        default=None, metadata=preset_help("ground_weight", "Weight of L_ground when ground_weight_location=baseline.")
+    rank_weight: float = setting(1.0, "gamma: weight of the rank loss inside L_IML.")
+    rank_teacher_temp: float = setting(0.05, "tau2 of the teacher rank scores.")
+    use_g2l: bool | None = preset_setting(
+        "Use the global-to-local term (needs online teachers of the student's width)."
     )
-    ground_use_caption_branch: bool = field(
-        default=False,
-        metadata={"help": "Add KDMCSE's grounding term against CLIP caption features (needs caption_features)."},
+    g2l_norm: str | None = preset_setting("g2l token normalisation: token_axis (reference bug) or feature_axis.")
+    teacher_sim_fp16: bool | None = preset_setting(
+        "Round teacher embeddings to fp16 before cosines (the reference's --fp16)."
     )
-    cma_space: str | None = field(
-        default=None,
-        metadata=preset_help(
-            "cma_space",
-            "Student text-to-image distribution: mlp_vs_clip (reference; needs student width == image width) or "
-            "grounding.",
-        ),
+    mask_same_image_negatives: bool = setting(
+        True, "Exclude other captions of the same image from the negatives of the cross-modal terms."
     )
-    teacher_t2t: str | None = field(
-        default=None,
-        metadata=preset_help(
-            "teacher_t2t",
-            "Teacher text-text target: mix_features (reference) or mix_similarities (teachers of any width).",
-        ),
+    student_head: str | None = preset_setting(
+        "What the text losses see: mlp (SimCSE's fresh training-only MLP over the embedding) or none (the "
+        "student's own embedding, for an already-trained encoder).",
     )
-    kl_margin: bool | None = field(
-        default=None, metadata=preset_help("kl_margin", "Apply the angular margin to the KL student logits.")
-    )
-    kl_student_temp: float | None = field(
-        default=None, metadata=preset_help("kl_student_temp", "tau_s, applied on top of 1/temperature.")
-    )
-    kl_teacher_temp: float | None = field(
-        default=None, metadata=preset_help("kl_teacher_temp", "tau_t of the teacher distributions (on cosines).")
-    )
-    kl_student_temp_total: float | None = field(
-        default=None,
-        metadata={
-            "help": "If set, the effective student KL temperature on cosines (overrides kl_student_temp = total / temperature)."
-        },
-    )
-    distillation_loss: str = field(
-        default="listmle", metadata={"help": "Rank distillation: listmle (DALR scripts) or listnet."}
-    )
-    listmle_exact: bool | None = field(
-        default=None,
-        metadata=preset_help("listmle_exact", "Exact ListMLE (log-cumsum-exp) instead of the reference's eps formula."),
-    )
-    rank_weight: float = field(default=1.0, metadata={"help": "gamma: weight of the rank loss inside L_IML."})
-    rank_teacher_temp: float = field(default=0.05, metadata={"help": "tau2 of the teacher rank scores."})
-    use_g2l: bool | None = field(
-        default=None,
-        metadata=preset_help("use_g2l", "Use the global-to-local term (needs online teachers of the student's width)."),
-    )
-    g2l_norm: str | None = field(
-        default=None,
-        metadata=preset_help("g2l_norm", "g2l token normalisation: token_axis (reference bug) or feature_axis."),
-    )
-    teacher_sim_fp16: bool | None = field(
-        default=None,
-        metadata=preset_help(
-            "teacher_sim_fp16", "Round teacher embeddings to fp16 before cosines (the reference's --fp16)."
-        ),
-    )
-    mask_same_image_negatives: bool = field(
-        default=True,
-        metadata={"help": "Exclude other captions of the same image from the negatives of the cross-modal terms."},
-    )
-    student_head: str | None = field(
-        default=None,
-        metadata=preset_help(
-            "student_head",
-            "What the text losses see: mlp (SimCSE's fresh training-only MLP over the embedding) or none (the "
-            "student's own embedding, for an already-trained encoder).",
-        ),
-    )
-    rank_reduction: str | None = field(
-        default=None,
-        metadata=preset_help(
-            "rank_reduction",
-            "ListMLE over the batch list: sum (reference, ~log(B!) in size) or mean (divided by the list length).",
-        ),
+    rank_reduction: str | None = preset_setting(
+        "ListMLE over the batch list: sum (reference, ~log(B!) in size) or mean (divided by the list length).",
     )
 
     def __post_init__(self) -> None:

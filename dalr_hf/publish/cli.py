@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dalr_hf.cli import run_group
+from dalr_hf.cli import add_command, run_group
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ def _print_files(folder: str, files: Sequence[str]) -> None:
 
 @_friendly
 def _run_export(args: argparse.Namespace) -> int:
+    """write a trained student as a publishable SentenceTransformer folder with its model card
+
+    Export the best (or final) model of a DALR training run as a plain SentenceTransformer folder (Transformer +
+    Pooling, safetensors, LoRA merged, no training heads or trainer state) with a DALR model card.
+    """
     from dalr_hf.publish.export import export_model
 
     result = export_model(
@@ -86,6 +91,12 @@ def _run_export(args: argparse.Namespace) -> int:
 
 @_friendly
 def _run_push(args: argparse.Namespace) -> int:
+    """export a trained student and upload it to the Hugging Face Hub
+
+    Export a DALR training run (as `export` does, with a card for REPO_ID) and upload the folder to the Hub with
+    huggingface_hub: create_repo (exist_ok) and one upload_folder commit. --dry-run DIR writes the exact folder that
+    would be uploaded and uploads nothing.
+    """
     from dalr_hf.publish.hub import push_to_hub
 
     result = push_to_hub(
@@ -127,15 +138,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--eval-results",
-        default=None,
         help="JSON with the card's evaluation tables: sections sts / transfer / mteb mapping task names to scores "
         "x100 (the evaluation suite's JSON report is accepted as is)",
     )
-    p.add_argument("--mteb-results", default=None, help="dalr_mteb_run.json written by `dalr-hf mteb` (MTEB table)")
+    p.add_argument("--mteb-results", help="dalr_mteb_run.json written by `dalr-hf mteb` (MTEB table)")
     p.add_argument("--no-card", action="store_true", help="do not write README.md")
     p.add_argument(
         "--base-model",
-        default=None,
         help="Hub id of the base model for the card's base_model metadata, when the run's base (a pypi: package or "
         "a local folder) does not name it (e.g. sentence-transformers/all-MiniLM-L6-v2)",
     )
@@ -144,33 +153,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export`` and ``push`` to an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "export",
-        help="write a trained student as a publishable SentenceTransformer folder with its model card",
-        description="Export the best (or final) model of a DALR training run as a plain SentenceTransformer folder "
-        "(Transformer + Pooling, safetensors, LoRA merged, no training heads or trainer state) with a DALR model card.",
-    )
+    p = add_command(subparsers, "export", _run_export)
     _add_common(p)
     p.add_argument("--output", required=True, help="folder to write (new or empty, or --overwrite)")
-    p.add_argument("--model-id", default=None, help="Hub id the card's usage example loads (e.g. my-org/dalr-bert)")
-    p.set_defaults(func=_run_export)
+    p.add_argument("--model-id", help="Hub id the card's usage example loads (e.g. my-org/dalr-bert)")
 
-    p = subparsers.add_parser(
-        "push",
-        help="export a trained student and upload it to the Hugging Face Hub",
-        description="Export a DALR training run (as `export` does, with a card for REPO_ID) and upload the folder to "
-        "the Hub with huggingface_hub: create_repo (exist_ok) and one upload_folder commit. --dry-run DIR writes "
-        "the exact folder that would be uploaded and uploads nothing.",
-    )
+    p = add_command(subparsers, "push", _run_push)
     _add_common(p)
     p.add_argument("--repo-id", required=True, help="namespace/name of the model repository")
     p.add_argument("--private", action="store_true", help="create the repository as private")
-    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved `hf auth login`)")
-    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
-    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
-    p.add_argument("--commit-message", default=None, help="commit message")
-    p.add_argument("--dry-run", default=None, metavar="DIR", help="write the folder that would be uploaded to DIR")
-    p.set_defaults(func=_run_push)
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved `hf auth login`)")
+    p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--revision", help="branch to commit to (default: main)")
+    p.add_argument("--commit-message", help="commit message")
+    p.add_argument("--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

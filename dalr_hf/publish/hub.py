@@ -19,6 +19,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_COMMIT_MESSAGE = "Upload DALR sentence encoder (dalr_hf)"
+
 
 class HubPushError(RuntimeError):
     """The upload cannot be done as asked (offline mode, a malformed repository id)."""
@@ -84,7 +86,7 @@ def upload_folder(
     private: bool | None = None,
     token: str | None = None,
     endpoint: str | None = None,
-    commit_message: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
     revision: str | None = None,
 ) -> PushResult:
     """Create ``repo_id`` if needed and upload every file of ``folder`` to it in one commit."""
@@ -104,7 +106,7 @@ def upload_folder(
         folder_path=str(folder),
         repo_type="model",
         revision=revision,
-        commit_message=commit_message or "Upload DALR sentence encoder (dalr_hf)",
+        commit_message=commit_message,
     )
     logger.info("uploaded %d files to %s: %s", len(files), repo_id, commit.commit_url)
     return PushResult(
@@ -145,38 +147,32 @@ def push_to_hub(
     from dalr_hf.publish.export import export_model
 
     check_repo_id(repo_id)
-    export_kwargs = dict(
-        card_data=card_data,
-        model_card=model_card,
-        model_id=repo_id,
-        eval_results=eval_results,
-        base_model_id=base_model_id,
-        checkpoint=checkpoint,
-    )
+    export_kwargs = {
+        "card_data": card_data,
+        "model_card": model_card,
+        "model_id": repo_id,
+        "eval_results": eval_results,
+        "base_model_id": base_model_id,
+        "checkpoint": checkpoint,
+    }
     if dry_run_dir is not None:
         exported = export_model(model_or_path, dry_run_dir, overwrite=overwrite, **export_kwargs)
-        return PushResult(
-            repo_id=repo_id,
-            folder=exported.path,
-            files=exported.files,
-            private=private,
-            dry_run=True,
-            card_rendered=exported.card_rendered,
-        )
-    _check_online()
-    with tempfile.TemporaryDirectory(prefix="dalr_hf_push_") as tmp:
-        staging = Path(tmp) / repo_id.split("/")[-1]
-        exported = export_model(model_or_path, staging, **export_kwargs)
-        result = upload_folder(
-            staging,
-            repo_id,
-            private=private,
-            token=token,
-            endpoint=endpoint,
-            commit_message=commit_message,
-            revision=revision,
-        )
-    result.folder = None  # the staging folder is gone
+        result = PushResult(repo_id, exported.path, exported.files, private, dry_run=True)
+    else:
+        _check_online()
+        with tempfile.TemporaryDirectory(prefix="dalr_hf_push_") as tmp:
+            staging = Path(tmp) / repo_id.split("/")[-1]
+            exported = export_model(model_or_path, staging, **export_kwargs)
+            result = upload_folder(
+                staging,
+                repo_id,
+                private=private,
+                token=token,
+                endpoint=endpoint,
+                commit_message=commit_message or DEFAULT_COMMIT_MESSAGE,
+                revision=revision,
+            )
+        result.folder = None  # the staging folder is gone
     result.card_rendered = exported.card_rendered
     return result
 
@@ -185,26 +181,18 @@ def publish_after_training(
     trainer: Any,
     export_dir: str | os.PathLike[str],
     *,
-    model_card: bool = True,
-    card_inputs: Mapping[str, Any] | None = None,
-    eval_results: Any = None,
     push_to_hub: bool = False,
     repo_id: str | None = None,
     private: bool | None = None,
     token: str | None = None,
+    **export_options: Any,
 ) -> dict[str, Any]:
-    """The training script's last step: the card and the export (:func:`dalr_hf.publish.export.export_after_training`),
+    """The training script's last step: the card and the export (:func:`dalr_hf.publish.export.export_after_training`,
+    which takes ``export_options``: ``model_card``, ``card_inputs``, ``eval_results``; the card names ``repo_id``),
     then, with ``push_to_hub``, one upload of the exported folder to ``repo_id``. Returns a JSON-able summary."""
     from dalr_hf.publish.export import export_after_training
 
-    result = export_after_training(
-        trainer,
-        export_dir,
-        model_card=model_card,
-        card_inputs=card_inputs,
-        eval_results=eval_results,
-        model_id=repo_id,
-    )
+    result = export_after_training(trainer, export_dir, model_id=repo_id, **export_options)
     summary: dict[str, Any] = {
         "export_dir": result.path,
         "files": result.files,

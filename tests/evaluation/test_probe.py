@@ -130,10 +130,10 @@ def test_validation_protocols_on_separable_data():
     x, y = _toy(600, noise=0.1, c=2)
     cv = nested_cv(x.numpy(), y.numpy(), 2, settings)
     assert cv.acc > 90 and cv.devacc > 90 and len(cv.l2reg) == settings.kfold
-    outcome = cv_then_test(x[:400], y[:400].numpy(), x[400:], y[400:].numpy(), 2, settings)
+    outcome = cv_then_test((x[:400], y[:400].numpy()), (x[400:], y[400:].numpy()), 2, settings)
     assert outcome.acc > 90 and outcome.predictions.shape == (200,)
     assert outcome.acc == pytest.approx(100 * np.mean(outcome.predictions == y[400:].numpy()), abs=0.005)
     split = split_validation(
-        x[:300], y[:300].numpy(), x[300:400], y[300:400].numpy(), x[400:], y[400:].numpy(), 2, settings
+        (x[:300], y[:300].numpy()), (x[300:400], y[300:400].numpy()), (x[400:], y[400:].numpy()), 2, settings
     )
     assert split.acc > 90 and split.l2reg[0] in settings.l2_grid
