@@ -40,6 +40,8 @@ SYSTEMS: dict[str, dict] = {
     "dalr_cml": {"paired": True, "overrides": {"iml_weight": 0.0}},
     # + intra-modal terms (text KL, rank distillation) only
     "dalr_iml": {"paired": True, "overrides": {"cml_weight": 0.0}},
+    # + intra-modal terms without grounding: the teachers' signal alone on top of InfoNCE
+    "iml_only": {"paired": True, "overrides": {"cml_weight": 0.0, "ground_weight": 0.0}},
     # the full objective
     "dalr": {"paired": True, "overrides": {}},
     # the full objective with the `clean` preset's (reference) scales: shows what the finetune preset changes
@@ -91,6 +93,14 @@ def parse_args(argv=None):
     p.add_argument("--dev-only", action="store_true", help="Score STS-B dev only (for choosing settings).")
     p.add_argument("--grad-norms", action="store_true", help="Print per-term gradient norms and exit.")
     p.add_argument("--output", default=None, help="Markdown file for the table (and a .json beside it).")
+    p.add_argument("--no-base", action="store_true", help="Do not score the base (e.g. one process per seed).")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="Only combine the .json files of earlier runs (e.g. one per seed) into one table.",
+    )
     return p.parse_args(argv)
 
 
@@ -272,6 +282,8 @@ def main(argv=None) -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if len(a.teacher_weights) != len(a.teachers):
         raise SystemExit(f"{len(a.teachers)} teachers need {len(a.teachers)} --teacher-weights")
+    if a.merge:
+        return merge(a)
     unknown = [s for s in a.systems if s not in SYSTEMS]
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
@@ -281,8 +293,10 @@ def main(argv=None) -> dict:
     data = prepare_data(a)
     if a.grad_norms:
         return grad_norms(a, data)
-    results: dict[str, list[dict]] = {"base (as shipped)": [{"metrics": evaluate(load_student(a), a), "seconds": None}]}
-    print(json.dumps({"base": results["base (as shipped)"][0]["metrics"]}), flush=True)
+    results: dict[str, list[dict]] = {}
+    if not a.no_base:
+        results["base (as shipped)"] = [{"metrics": evaluate(load_student(a), a), "seconds": None}]
+        print(json.dumps({"base": results["base (as shipped)"][0]["metrics"]}), flush=True)
     for system in a.systems:
         results[system] = []
         for seed in a.seeds:
@@ -290,7 +304,6 @@ def main(argv=None) -> dict:
             metrics = evaluate(model, a)
             results[system].append({"seed": seed, "metrics": metrics, "seconds": seconds, "logs": logs})
             print(json.dumps({"system": system, "seed": seed, "seconds": round(seconds), **metrics}), flush=True)
-    text = table(results, a)
     header = (
         f"student {a.student} ({a.student_pooling} pooling; trained with max_seq_length {a.max_seq_length}, "
         f"evaluated with {a.shipped_max_seq_length or a.max_seq_length} as shipped); teachers "
@@ -299,6 +312,12 @@ def main(argv=None) -> dict:
         f"{len(data['text'])} corpus sentences, {len(data['paired'])} captions with STAND-IN image features "
         f"({a.stand_in_dim}-d random projection of the first teacher's caption embeddings)"
     )
+    write(a, header, results)
+    return results
+
+
+def write(a, header: str, results: dict) -> None:
+    text = table(results, a)
     print("\n" + header + "\n\n" + text)
     if a.output:
         os.makedirs(os.path.dirname(a.output) or ".", exist_ok=True)
@@ -306,6 +325,19 @@ def main(argv=None) -> dict:
             f.write(f"{header}\n\nCommand: python benchmarks/quality.py {' '.join(sys.argv[1:])}\n\n{text}\n")
         with open(os.path.splitext(a.output)[0] + ".json", "w") as f:
             json.dump({"header": header, "results": results}, f, indent=1, default=str)
+
+
+def merge(a) -> dict:
+    """One table from the .json files of several runs (same settings; e.g. one process per seed)."""
+    results: dict[str, list[dict]] = {}
+    headers = []
+    for path in a.merge:
+        with open(path) as f:
+            data = json.load(f)
+        headers.append(data["header"])
+        for system, runs in data["results"].items():
+            results.setdefault(system, []).extend(runs)
+    write(a, "\n".join(dict.fromkeys(headers)), results)
     return results
 
 
