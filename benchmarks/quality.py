@@ -271,7 +271,8 @@ def table(results: dict, a) -> str:
     for system, runs in results.items():
         cells = [_fmt([r["metrics"][k] for r in runs]) for k in keys]
         secs = [r["seconds"] for r in runs if r["seconds"] is not None]
-        lines.append(f"| {system} | " + " | ".join(cells) + f" | {statistics.mean(secs):.0f} |" if secs else " | - |")
+        timing = f"{statistics.mean(secs):.0f}" if secs else "-"
+        lines.append(f"| {system} | " + " | ".join(cells) + f" | {timing} |")
     return "\n".join(lines)
 
 
