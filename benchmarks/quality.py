@@ -92,6 +92,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-data-dir", default=None, help="SentEval 'downstream' folder (default: the shipped one).")
     p.add_argument("--dev-only", action="store_true", help="Score STS-B dev only (for choosing settings).")
     p.add_argument("--grad-norms", action="store_true", help="Print per-term gradient norms and exit.")
+    p.add_argument(
+        "--teachers-dev",
+        action="store_true",
+        help="Print STS-B dev of each teacher, of their weighted mix of cosines (what L_rank distils) and of the "
+        "student, then exit.",
+    )
     p.add_argument("--output", default=None, help="Markdown file for the table (and a .json beside it).")
     p.add_argument("--no-base", action="store_true", help="Do not score the base (e.g. one process per seed).")
     p.add_argument(
@@ -245,6 +251,35 @@ def grad_norms(a, data: dict) -> dict:
     return report
 
 
+def teachers_dev(a) -> dict:
+    """STS-B dev Spearman x100 of each teacher, of the weighted mix of their cosines, and of the student."""
+    import numpy as np
+    from scipy.stats import spearmanr
+    from sentence_transformers import SentenceTransformer
+
+    from dalr_hf.evaluation.data import load_sts_task
+    from dalr_hf.student import resolve_model_path
+
+    dev = load_sts_task("STSBenchmark-dev", a.eval_data_dir)
+
+    def cosines(model) -> np.ndarray:
+        left = model.encode(dev.sentences1, batch_size=64, normalize_embeddings=True)
+        right = model.encode(dev.sentences2, batch_size=64, normalize_embeddings=True)
+        return (left * right).sum(-1)
+
+    def score(values: np.ndarray) -> float:
+        return 100 * float(spearmanr(values, dev.scores).correlation)
+
+    per_teacher = {name: cosines(SentenceTransformer(resolve_model_path(name), device="cpu")) for name in a.teachers}
+    mix = sum(w * per_teacher[name] for name, w in zip(a.teachers, a.teacher_weights))
+    report = {name: score(c) for name, c in per_teacher.items()}
+    report[f"mix {a.teacher_weights}"] = score(mix)
+    report[f"student {a.student}"] = score(cosines(load_student(a, as_shipped=True)))
+    for name, value in report.items():
+        print(f"STS-B dev  {value:6.2f}  {name}")
+    return report
+
+
 def evaluate(model, a) -> dict:
     from dalr_hf.evaluation import SentEvalEvaluator
 
@@ -285,6 +320,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{len(a.teachers)} teachers need {len(a.teachers)} --teacher-weights")
     if a.merge:
         return merge(a)
+    if a.teachers_dev:
+        return teachers_dev(a)
     unknown = [s for s in a.systems if s not in SYSTEMS]
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
