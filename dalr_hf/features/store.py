@@ -340,7 +340,7 @@ def store_already_made(
     existing = check_output_folder(folder, metadata_name, overwrite, what)
     if existing is None:
         return False
-    if existing.get("config_sha256") == run_config_entries(run_config)["config_sha256"] and not overwrite:
+    if existing.get("config_sha256") == json_sha256(run_config) and not overwrite:
         logger.info("%s already holds this %s; loading it", folder, what)
         return True
     if not overwrite:
