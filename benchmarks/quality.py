@@ -327,13 +327,14 @@ def main(argv=None) -> dict:
         raise SystemExit(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
     if a.threads:
         torch.set_num_threads(a.threads)
-    a.shipped_max_seq_length = load_student(a, as_shipped=True).max_seq_length
+    base = load_student(a, as_shipped=True)
+    a.shipped_max_seq_length = base.max_seq_length
     data = prepare_data(a)
     if a.grad_norms:
         return grad_norms(a, data)
     results: dict[str, list[dict]] = {}
     if not a.no_base:
-        results["base (as shipped)"] = [{"metrics": evaluate(load_student(a), a), "seconds": None}]
+        results["base (as shipped)"] = [{"metrics": evaluate(base, a), "seconds": None}]
         print(json.dumps({"base": results["base (as shipped)"][0]["metrics"]}), flush=True)
     for system in a.systems:
         results[system] = []
