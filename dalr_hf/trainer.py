@@ -269,7 +269,7 @@ class DALRTrainer(SentenceTransformerTrainer):
             # transformers.Trainer creates output_dir in its constructor; nothing is written until training starts
             os.rmdir(args.output_dir)
         self.train_dataset = train_dataset
-        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_sums: dict[str, torch.Tensor | float] = {}
         self._term_counts: dict[str, int] = defaultdict(int)
         self._paired_steps = 0
         self._steps = 0
@@ -377,12 +377,13 @@ class DALRTrainer(SentenceTransformerTrainer):
             self._source_steps["paired" if paired else "text"] += 1
             for key, value in counts.items():
                 self._truncation[key] += int(value)
+            # summed on the device and read once per logging step (no host synchronisation per term and step)
             for name, value in terms.items():
-                self._term_sums[name] += float(value.detach())
+                self._term_sums[name] = self._term_sums.get(name, 0.0) + value.detach()
                 self._term_counts[name] += 1
             # the total of each kind of step apart: the logged `loss` mixes them in the schedule's proportion
             kind = "loss_paired" if inputs.get("paired", False) else "loss_text"
-            self._term_sums[kind] += float(total.detach())
+            self._term_sums[kind] = self._term_sums.get(kind, 0.0) + total.detach()
             self._term_counts[kind] += 1
         return (total, {}) if return_outputs else total
 
@@ -416,7 +417,7 @@ class DALRTrainer(SentenceTransformerTrainer):
             for name, total in self._term_sums.items():
                 # Mean of each weighted term over the steps that computed it (text-only steps have L_info only), and
                 # of the total over text steps (loss_text) and image-caption steps (loss_paired).
-                logs[name] = round(total / self._term_counts[name], 6)
+                logs[name] = round(float(total) / self._term_counts[name], 6)
             logs["paired_step_fraction"] = round(self._paired_steps / self._steps, 4)
             self._term_sums.clear()
             self._term_counts.clear()

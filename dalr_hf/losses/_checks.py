@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_finite"]
+__all__ = ["check_finite", "check_terms_finite"]
 
 
 def check_finite(name: str, value: Tensor) -> Tensor:
@@ -28,3 +28,13 @@ def check_finite(name: str, value: Tensor) -> Tensor:
         f"DALR loss term {name!r} is NaN/Inf ({detail}); check the learning rate, the temperatures and the inputs "
         "of this term"
     )
+
+
+def check_terms_finite(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``terms`` if every entry of every term is finite, else :func:`check_finite`'s error for the first term that is
+    not. One device synchronisation for all the terms of a step (not one per term)."""
+    if terms and bool(torch.isfinite(torch.cat([v.detach().reshape(-1) for v in terms.values()])).all()):
+        return terms
+    for name, value in terms.items():
+        check_finite(name, value)
+    return terms

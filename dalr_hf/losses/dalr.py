@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dalr_hf.distributed import gather_padded_tokens, gather_rows, world_size
-from dalr_hf.losses._checks import check_finite
+from dalr_hf.losses._checks import check_finite, check_terms_finite
 from dalr_hf.losses.arc_similarity import arc_similarity
 from dalr_hf.losses.consistency import ConsistencyLoss
 from dalr_hf.losses.g2l import GlobalToLocalLoss
@@ -411,4 +411,4 @@ class DALRLoss(nn.Module):
                 terms["L_ima"] = self.ima(text_logits, q_t2t)
             if self.g2l is not None:
                 terms["L_g2l"] = self.g2l(z1, teacher.token_states.to(z1.device), teacher.token_mask.to(z1.device))
-        return {name: check_finite(name, value.float()) for name, value in terms.items()}
+        return check_terms_finite({name: value.float() for name, value in terms.items()})
