@@ -23,6 +23,22 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def close_process_group(wait: bool = True) -> None:
+    """Destroy the default process group, if one is up, while the interpreter is still whole.
+
+    A process that exits with its gloo group alive can abort in the C++ teardown (``terminate called without an
+    active exception``, SIGABRT) when a background work item still holds tensors at interpreter shutdown. It depends on
+    timing, so it strikes now and then, after all the work is done, and ``accelerate launch`` then reports the whole
+    run as failed. ``wait`` first holds every process at a barrier, so none tears down while a peer is still in a
+    collective; pass ``wait=False`` on an error path, where a peer may never arrive. A no-op in a single process.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def _sizes(n: int, device: torch.device) -> list[int]:
     local = torch.tensor([n], dtype=torch.int64, device=device)
     sizes = [torch.zeros_like(local) for _ in range(world_size())]

@@ -31,6 +31,7 @@ from dalr_hf import (
 )
 from dalr_hf.data import paired_feature_dim
 from dalr_hf.demo import build_stand_in_feature_store
+from dalr_hf.distributed import close_process_group
 from dalr_hf.losses.dalr import needs_teachers
 from dalr_hf.recipe_config import (
     RecipeError,
@@ -191,7 +192,19 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, DALRTrainingArguments]
 
 
 def main(argv: list[str] | None = None) -> dict:
-    script, args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Under `accelerate launch` the training arguments bring up a process group; every way out of the run closes it,
+    # or a process can abort at exit after its work is done and fail the launch (see close_process_group).
+    try:
+        script, args = parse_args(sys.argv[1:] if argv is None else argv)
+        report = _run(script, args)
+    except BaseException:
+        close_process_group(wait=False)  # a peer may have failed already: nobody waits for it
+        raise
+    close_process_group()
+    return report
+
+
+def _run(script: ScriptArguments, args: DALRTrainingArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from dalr_hf.data import DALRDataCollator  # noqa: E402
+from dalr_hf.distributed import close_process_group  # noqa: E402
 from dalr_hf.losses.dalr import DALRLoss  # noqa: E402
 from dalr_hf.student import build_student  # noqa: E402
 from dalr_hf.teachers import TeacherEnsemble  # noqa: E402
@@ -67,7 +68,8 @@ def main() -> None:
     if rank == 0:
         grads = {n: p.grad.detach().clone() for n, p in loss.named_parameters() if p.grad is not None}
         grads = {n.replace("model.module.", "model."): g for n, g in grads.items()}
-        torch.save({"terms": {k: float(v) for k, v in terms.items()}, "grads": grads, "world": world}, cli.out)
+        torch.save({"terms": {k: float(v.detach()) for k, v in terms.items()}, "grads": grads, "world": world}, cli.out)
+    close_process_group()  # as the training script does: a gloo process exiting with its group alive may abort
 
 
 if __name__ == "__main__":

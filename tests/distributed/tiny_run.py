@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
+from dalr_hf.distributed import close_process_group  # noqa: E402
 from dalr_hf.student import build_student  # noqa: E402
 from dalr_hf.teachers import TeacherEnsemble  # noqa: E402
 from dalr_hf.trainer import DALRTrainer  # noqa: E402
@@ -101,7 +102,11 @@ def main() -> None:
     trainer = build_trainer(cli.student, cli.teacher, cli.output_dir, **{name: getattr(cli, name) for name in training})
     args = trainer.args
     resume = True if cli.resume == "last" else cli.resume
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except BaseException:
+        close_process_group(wait=False)  # as the training script does on its way out
+        raise
     if cli.report and trainer.is_world_process_zero():
         state = {k: v.double() for k, v in trainer.model.state_dict().items()}
         heads = {k: v.double() for k, v in trainer.training_heads_state_dict().items() if v.is_floating_point()}
@@ -109,6 +114,7 @@ def main() -> None:
     if cli.report:
         with open(f"{cli.report}.rank{args.process_index}.json", "w") as f:
             json.dump({"kinds_seen": getattr(trainer, "kinds_seen", []), "world_size": args.world_size}, f)
+    close_process_group()
 
 
 if __name__ == "__main__":
