@@ -338,8 +338,7 @@ def export_model(
             rendered = write_model_card(
                 model, staging, card_data, model_id=model_id, eval_results=eval_results, plot_file=plot_file
             )
-        check_export_folder(staging)
-    files = check_export_folder(target)
+        files = check_export_folder(staging)  # the same files once the folder is swapped in
     result = ExportResult(
         path=str(target),
         files=files,
