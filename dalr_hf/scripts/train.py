@@ -193,15 +193,14 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, DALRTrainingArguments]
 
 def main(argv: list[str] | None = None) -> dict:
     # Under `accelerate launch` the training arguments bring up a process group; every way out of the run closes it,
-    # or a process can abort at exit after its work is done and fail the launch (see close_process_group).
+    # or a process can abort at exit after its work is done and fail the launch (see close_process_group). A run
+    # that succeeds closes it in _train, after its last collective.
     try:
         script, args = parse_args(sys.argv[1:] if argv is None else argv)
-        report = _run(script, args)
+        return _run(script, args)
     except BaseException:
         close_process_group(wait=False)  # a peer may have failed already: nobody waits for it
         raise
-    close_process_group()
-    return report
 
 
 def _run(script: ScriptArguments, args: DALRTrainingArguments) -> dict:
@@ -372,6 +371,9 @@ def _train(script: ScriptArguments, args: DALRTrainingArguments, push: bool) -> 
         )
         + ([] if comparison["improved"] else [comparison["verdict"]]),
     }
+    # What follows is the main process's alone (report, export, upload): the others leave now rather than wait at a
+    # barrier that a long upload could time out.
+    close_process_group()
     if trainer.is_world_process_zero():
         with open(os.path.join(args.output_dir, "dalr_run_report.json"), "w") as f:
             json.dump(report, f, indent=2)
